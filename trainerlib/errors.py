@@ -1,0 +1,13 @@
+"""Exceptions for user errors: command-line entry points print them in one line."""
+
+
+class TrainerlibError(Exception):
+    """Base of errors caused by input (config, data, snapshot, output directory)."""
+
+
+class SnapshotError(TrainerlibError, ValueError):
+    """A snapshot cannot be read or does not match what is being resumed."""
+
+
+class OutputDirError(TrainerlibError, OSError):
+    """The output directory cannot be created or written."""

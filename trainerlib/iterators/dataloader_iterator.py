@@ -1,0 +1,116 @@
+"""Drive a ``torch.utils.data.DataLoader`` with Chainer's epoch bookkeeping."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional
+
+import torch
+
+from trainerlib.iterators.iterator import Iterator
+
+
+def _sampler_generator(loader) -> Optional[torch.Generator]:
+    sampler = getattr(loader, 'sampler', None)
+    return getattr(sampler, 'generator', None) or getattr(loader, 'generator', None)
+
+
+class DataLoaderIterator(Iterator):
+    """Wraps a DataLoader (workers, pin_memory, custom samplers) as an iterator.
+
+    One epoch is one pass over the loader (``len(loader)`` batches). Batches are
+    whatever the loader yields (already collated), which ``concat_examples``
+    moves to the device.
+
+    Resume: the position in the epoch is saved. For the same order after resume,
+    give the DataLoader a seeded generator
+    (``DataLoader(..., shuffle=True, generator=torch.Generator().manual_seed(0))``);
+    its state at the start of the epoch is saved and the batches already used
+    are skipped (they are loaded again, so resuming mid-epoch costs that time).
+
+    Args:
+        loader: a DataLoader with a length.
+        repeat: start a new pass after each epoch (True) or stop.
+    """
+
+    def __init__(self, loader: torch.utils.data.DataLoader, repeat: bool = True) -> None:
+        try:
+            self._n = len(loader)
+        except TypeError:
+            raise ValueError('DataLoaderIterator needs a DataLoader with a length '
+                             '(an iterable-style dataset has none)') from None
+        if self._n == 0:
+            raise ValueError('the DataLoader yields no batch: the dataset is empty or '
+                             'drop_last removed every batch')
+        self.loader = loader
+        self.repeat = repeat
+        self.reset()
+
+    def reset(self) -> None:
+        self.epoch = 0
+        self.is_new_epoch = False
+        self.current_position = 0
+        self._previous_epoch_detail = -1.0
+        self._it = None
+        self._epoch_rng = None
+
+    def _start_epoch(self) -> None:
+        gen = _sampler_generator(self.loader)
+        self._epoch_rng = None if gen is None else gen.get_state()
+        self._it = iter(self.loader)
+
+    def __next__(self) -> Any:
+        if not self.repeat and self.epoch > 0:
+            raise StopIteration
+        if self._it is None:
+            self._start_epoch()
+        self._previous_epoch_detail = self.epoch_detail
+        batch = next(self._it)
+        self.current_position += 1
+        self.is_new_epoch = self.current_position == self._n
+        if self.is_new_epoch:
+            self.epoch += 1
+            self.current_position = 0
+            self._it = None
+        return batch
+
+    @property
+    def epoch_detail(self) -> float:
+        return self.epoch + self.current_position / self._n
+
+    @property
+    def previous_epoch_detail(self) -> Optional[float]:
+        p = self._previous_epoch_detail
+        return None if p < 0 else p
+
+    def finalize(self) -> None:
+        self._it = None
+
+    def state_dict(self) -> dict:
+        gen = _sampler_generator(self.loader)
+        if self._it is not None:
+            rng = self._epoch_rng            # replay the current epoch's order
+        else:
+            rng = None if gen is None else gen.get_state()   # the next epoch's
+        return {'epoch': self.epoch, 'current_position': self.current_position,
+                'is_new_epoch': self.is_new_epoch,
+                'previous_epoch_detail': self._previous_epoch_detail, 'rng': rng}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state['epoch']
+        self.is_new_epoch = state['is_new_epoch']
+        self._previous_epoch_detail = state['previous_epoch_detail']
+        self.current_position = 0
+        self._it = None
+        position = state['current_position']
+        gen = _sampler_generator(self.loader)
+        if state['rng'] is not None and gen is not None:
+            gen.set_state(state['rng'])
+        elif position and isinstance(getattr(self.loader, 'sampler', None),
+                                     torch.utils.data.RandomSampler):
+            warnings.warn('DataLoaderIterator: the loader shuffles without a seeded generator, '
+                          'so the rest of the interrupted epoch will not be the same batches')
+        if position:
+            self._start_epoch()
+            for _ in range(position):
+                next(self._it)
+            self.current_position = position

@@ -1,0 +1,126 @@
+"""Iterate a dataset in (optionally shuffled) order, batch by batch."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from trainerlib.convert import CollatedBatch
+from trainerlib.iterators.iterator import Iterator
+
+
+def _batch_getter(dataset: Any):
+    """A function ``indices -> CollatedBatch`` when the dataset can batch by indexing."""
+    if getattr(dataset, 'supports_batch', False):
+        return lambda idx: CollatedBatch(dataset.get_batch(idx), len(idx))
+    if isinstance(dataset, torch.utils.data.TensorDataset):
+        return lambda idx: CollatedBatch(tuple(t[idx] for t in dataset.tensors), len(idx))
+    if isinstance(dataset, torch.Tensor):
+        return lambda idx: CollatedBatch(dataset[idx], len(idx))
+    if isinstance(dataset, np.ndarray):
+        return lambda idx: CollatedBatch(dataset[idx.numpy()], len(idx))
+    return None
+
+
+class SerialIterator(Iterator):
+    """Visits the examples of a dataset in order or in a shuffled order.
+
+    With ``repeat=True`` a batch that crosses the end of an epoch is completed
+    with the first examples of the next (reshuffled) epoch, as in Chainer.
+    Datasets of tensors (``TupleDataset`` of tensors/arrays, ``TensorDataset``,
+    a tensor) are batched by one indexing operation and returned as a
+    :class:`~trainerlib.convert.CollatedBatch`; others as a list of examples.
+
+    Args:
+        dataset: any sized indexable dataset.
+        batch_size: examples per batch (>= 1).
+        repeat: loop forever (True) or stop after one epoch.
+        shuffle: shuffle each epoch (``None`` means True, as in Chainer).
+        seed: seed of the iterator's own generator. ``None`` draws one from
+            torch's global RNG, so ``torch.manual_seed`` makes runs repeatable.
+
+    The order, position, epoch and generator state are saved by ``state_dict``.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, repeat: bool = True,
+                 shuffle: Optional[bool] = None, seed: Optional[int] = None) -> None:
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
+        self._n = len(dataset)
+        if self._n == 0:
+            raise ValueError('the dataset is empty: SerialIterator needs at least one example '
+                             '(check the data path or the split sizes)')
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.repeat = repeat
+        self.shuffle = True if shuffle is None else shuffle
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
+        self._generator = torch.Generator().manual_seed(seed)
+        self._get_batch = _batch_getter(dataset)
+        self.reset()
+
+    def reset(self) -> None:
+        self.epoch = 0
+        self.is_new_epoch = False
+        self.current_position = 0
+        self._previous_epoch_detail = -1.0
+        self._order = self._new_order()
+
+    def _new_order(self) -> torch.Tensor:
+        if self.shuffle:
+            return torch.randperm(self._n, generator=self._generator)
+        return torch.arange(self._n)
+
+    def __next__(self) -> Any:
+        if not self.repeat and self.epoch > 0:
+            raise StopIteration
+        self._previous_epoch_detail = self.epoch_detail
+        i, remaining, parts = self.current_position, self.batch_size, []
+        self.is_new_epoch = False
+        while remaining > 0:
+            end = min(i + remaining, self._n)
+            parts.append(self._order[i:end])
+            remaining -= end - i
+            if end < self._n:
+                i = end
+                continue
+            i = 0
+            self.epoch += 1
+            self.is_new_epoch = True
+            self._order = self._new_order()
+            if not self.repeat:
+                break
+        self.current_position = i
+        indices = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if self._get_batch is not None:
+            return self._get_batch(indices)
+        dataset = self.dataset
+        return [dataset[j] for j in indices.tolist()]
+
+    @property
+    def epoch_detail(self) -> float:
+        return self.epoch + self.current_position / self._n
+
+    @property
+    def previous_epoch_detail(self) -> Optional[float]:
+        p = self._previous_epoch_detail
+        return None if p < 0 else p
+
+    def state_dict(self) -> dict:
+        return {'epoch': self.epoch, 'current_position': self.current_position,
+                'is_new_epoch': self.is_new_epoch, 'order': self._order.clone(),
+                'previous_epoch_detail': self._previous_epoch_detail,
+                'generator': self._generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state['order']) != self._n:
+            raise ValueError(f'the saved iterator order has {len(state["order"])} examples but '
+                             f'the dataset has {self._n}: the snapshot was made with other data')
+        self.epoch = state['epoch']
+        self.current_position = state['current_position']
+        self.is_new_epoch = state['is_new_epoch']
+        self._order = state['order'].clone()
+        self._previous_epoch_detail = state['previous_epoch_detail']
+        self._generator.set_state(state['generator'])

@@ -1,0 +1,69 @@
+"""``Classifier``: wraps a predictor with a loss and an accuracy, as Chainer's ``L.Classifier``."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from trainerlib import reporter
+
+
+def accuracy(y: torch.Tensor, t: torch.Tensor, ignore_label: Optional[int] = None) -> torch.Tensor:
+    """Fraction of rows of ``y`` whose argmax equals ``t`` (a tensor; no sync)."""
+    pred = y.argmax(dim=1)
+    if ignore_label is None:
+        return (pred == t).float().mean()
+    mask = t != ignore_label
+    return ((pred == t) & mask).sum().float() / mask.sum().clamp_min(1).float()
+
+
+class Classifier(torch.nn.Module):
+    """``loss = lossfun(predictor(*x), t)``; reports ``loss`` and ``accuracy``.
+
+    Called as ``classifier(*args)``: the last argument (``label_key=-1``) is the
+    target, the others go to the predictor. Reports are prefixed by the name the
+    updater registers the classifier under (``main/loss``, ``main/accuracy``).
+
+    Args:
+        predictor: the network producing scores (logits or log-probabilities).
+        lossfun: ``lossfun(y, t)``, default ``F.cross_entropy``.
+        accfun: ``accfun(y, t)``, default :func:`accuracy`; None disables it.
+        label_key: position (int) or keyword (str) of the target among the args.
+
+    Attributes:
+        y, loss, accuracy: results of the last call (tensors).
+    """
+
+    def __init__(self, predictor: torch.nn.Module,
+                 lossfun: Callable[..., torch.Tensor] = F.cross_entropy,
+                 accfun: Optional[Callable[..., torch.Tensor]] = accuracy,
+                 label_key=-1) -> None:
+        super().__init__()
+        self.predictor = predictor
+        self.lossfun = lossfun
+        self.accfun = accfun
+        self.compute_accuracy = accfun is not None
+        self.label_key = label_key
+        self.y = self.loss = self.accuracy = None
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        if isinstance(self.label_key, int):
+            if not args:
+                raise TypeError('Classifier: no positional input to take the label from')
+            args = list(args)
+            t = args.pop(self.label_key)
+        else:
+            if self.label_key not in kwargs:
+                raise TypeError(f'Classifier: label key {self.label_key!r} not in the inputs '
+                                f'{sorted(kwargs)}')
+            kwargs = dict(kwargs)
+            t = kwargs.pop(self.label_key)
+        self.y = self.predictor(*args, **kwargs)
+        self.loss = self.lossfun(self.y, t)
+        values = {'loss': self.loss}
+        if self.compute_accuracy:
+            self.accuracy = self.accfun(self.y, t)
+            values['accuracy'] = self.accuracy
+        reporter.report(values, self)
+        return self.loss

@@ -1,0 +1,167 @@
+"""Weighted running statistics of reported values, reduced lazily.
+
+``add`` only appends (tensors stay on their device, no sync); the values are
+reduced in float64 when :meth:`Summary.compute_mean` is asked for, typically
+once per log line. Every ``FOLD_EVERY`` values the pending list is folded into
+device-side running sums (one kernel, still no sync) to bound memory.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+FOLD_EVERY = 1024
+
+
+def _as_tensor(value: Any, like: Optional[torch.Tensor]) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value if like is None else value.to(like.device)
+    return torch.as_tensor(value, device=None if like is None else like.device)
+
+
+def _stack(values: List[Any]) -> torch.Tensor:
+    like = next((v for v in values if isinstance(v, torch.Tensor)), None)
+    return torch.stack([_as_tensor(v, like) for v in values]).to(torch.float64)
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return value.ndim == 0 and (value.dtype != torch.bool if isinstance(value, torch.Tensor)
+                                    else value.dtype.kind in 'iuf')
+    return isinstance(value, numbers.Real)
+
+
+class Summary:
+    """Weighted mean and standard deviation of a stream of scalars (or same-shape tensors)."""
+
+    def __init__(self) -> None:
+        self._values: List[Any] = []
+        self._weights: List[Any] = []
+        self._unit_weights = True
+        self._x: Optional[torch.Tensor] = None    # folded sum(w * x), float64
+        self._x2: Optional[torch.Tensor] = None   # folded sum(w * x * x)
+        self._n: Optional[torch.Tensor] = None    # folded sum(w)
+
+    def add(self, value: Any, weight: Any = 1) -> None:
+        """Add ``value`` with ``weight`` (a number or a tensor). Cheap: appends only."""
+        self._values.append(value)
+        self._weights.append(weight)
+        if self._unit_weights and (type(weight) is not int or weight != 1):
+            self._unit_weights = False  # (a tensor weight is never compared: no sync)
+        if len(self._values) >= FOLD_EVERY:
+            self._fold()
+
+    def _pending(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = _stack(self._values)
+        if self._unit_weights:
+            w = torch.ones(len(self._weights), dtype=torch.float64, device=x.device)
+        else:
+            w = _stack(self._weights).to(x.device)
+        w = w.reshape((-1,) + (1,) * (x.dim() - 1))
+        wx = w * x
+        return wx.sum(0), (wx * x).sum(0), w.sum(0)
+
+    def _fold(self) -> None:
+        x, x2, n = self._pending()
+        if self._x is None:
+            self._x, self._x2, self._n = x, x2, n
+        else:
+            dev = self._x.device
+            self._x, self._x2, self._n = self._x + x.to(dev), self._x2 + x2.to(dev), self._n + n.to(dev)
+        self._values, self._weights, self._unit_weights = [], [], True
+
+    def _totals(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._values:
+            self._fold()
+        if self._x is None:
+            raise ValueError('the summary is empty: nothing was added')
+        return self._x, self._x2, self._n
+
+    def compute_mean(self) -> Any:
+        """Weighted mean: a float for scalars, a float64 CPU tensor otherwise."""
+        x, _, n = self._totals()
+        return _to_python(x / n)
+
+    def make_statistics(self) -> Tuple[Any, Any]:
+        """``(mean, std)``, weighted, population standard deviation."""
+        x, x2, n = self._totals()
+        mean = x / n
+        var = (x2 / n - mean * mean).clamp_min(0)
+        return _to_python(mean), _to_python(var.sqrt())
+
+    def __len__(self) -> int:
+        return len(self._values) + (0 if self._x is None else 1)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Folded totals and the pending values as they are, so that a resumed
+        run reduces exactly the same numbers in the same order."""
+        pending = bool(self._values)
+        return {'x': _cpu(self._x), 'x2': _cpu(self._x2), 'n': _cpu(self._n),
+                'values': _stack(self._values).cpu() if pending else None,
+                'weights': _stack(self._weights).cpu() if pending and not self._unit_weights
+                else None}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._x, self._x2, self._n = state['x'], state['x2'], state['n']
+        values, weights = state.get('values'), state.get('weights')
+        self._values = [] if values is None else list(values.unbind(0))
+        self._unit_weights = weights is None
+        self._weights = [1] * len(self._values) if weights is None else list(weights.unbind(0))
+
+
+def _cpu(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.detach().cpu()
+
+
+def _to_python(t: torch.Tensor) -> Any:
+    t = t.cpu()
+    return t.item() if t.dim() == 0 else t
+
+
+class DictSummary:
+    """A :class:`Summary` per key of added dicts; non-scalar values are skipped.
+
+    A value may be given as ``(value, weight)`` to weight it.
+    """
+
+    def __init__(self) -> None:
+        self._summaries: Dict[str, Summary] = {}
+
+    def add(self, d: Dict[str, Any]) -> None:
+        summaries = self._summaries
+        for key, value in d.items():
+            weight = 1
+            if isinstance(value, tuple):
+                value, weight = value
+            if _is_scalar(value):
+                summary = summaries.get(key)
+                if summary is None:
+                    summary = summaries[key] = Summary()
+                summary.add(value, weight)
+
+    def compute_mean(self) -> Dict[str, Any]:
+        return {k: s.compute_mean() for k, s in self._summaries.items()}
+
+    def make_statistics(self) -> Dict[str, Any]:
+        stats = {}
+        for key, summary in self._summaries.items():
+            mean, std = summary.make_statistics()
+            stats[key] = mean
+            stats[key + '.std'] = std
+        return stats
+
+    def __len__(self) -> int:
+        return len(self._summaries)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {k: s.state_dict() for k, s in self._summaries.items()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._summaries = {}
+        for key, sub in state.items():
+            self._summaries[key] = Summary()
+            self._summaries[key].load_state_dict(sub)

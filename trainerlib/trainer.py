@@ -1,0 +1,228 @@
+"""The Trainer: runs the updater until the stop trigger fires, calling extensions."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from typing import Any, Dict, Iterable, List, Optional
+
+from trainerlib import reporter as reporter_module
+from trainerlib._state import load_into, state_of
+from trainerlib.errors import OutputDirError
+from trainerlib.extension import PRIORITY_SNAPSHOT, Extension, as_extension
+from trainerlib.rng import get_rng_state, set_rng_state
+from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
+
+
+class _Entry:
+    __slots__ = ('extension', 'trigger', 'priority', 'call_before_training')
+
+    def __init__(self, extension: Extension, trigger, priority: int,
+                 call_before_training: bool) -> None:
+        self.extension = extension
+        self.trigger = trigger
+        self.priority = priority
+        self.call_before_training = call_before_training
+
+
+class Trainer:
+    """Runs ``updater.update()`` until ``stop_trigger`` fires, calling extensions.
+
+    Each iteration: the stop trigger is checked, the updater runs inside a fresh
+    reporter scope (``trainer.observation``), then every extension's trigger is
+    evaluated in descending priority (ties keep registration order) and the
+    extension runs if it fired. Extensions at snapshot priority run last, after
+    all their triggers were evaluated, so that they save the final state of the
+    iteration.
+
+    Args:
+        updater: the :class:`~trainerlib.updaters.Updater`.
+        stop_trigger: a trigger or ``(period, unit)``, e.g. ``(20, 'epoch')``;
+            None never stops.
+        out: output directory (created when training starts).
+        extensions: extensions to register with their defaults.
+    """
+
+    def __init__(self, updater, stop_trigger: TriggerLike = None, out: str = 'result',
+                 extensions: Optional[Iterable[Any]] = None) -> None:
+        self.updater = updater
+        self.stop_trigger = get_trigger(stop_trigger)
+        self.out = out
+        self.observation: Dict[str, Any] = {}
+        self.reporter = reporter_module.Reporter()
+        for name, model in updater.get_all_models().items():
+            self.reporter.add_module(name, model)
+        self._extensions: Dict[str, _Entry] = {}
+        self._start_at: Optional[float] = None
+        self._elapsed_before = 0.0
+        self._final_elapsed: Optional[float] = None
+        self._running = False
+        self._done = False
+        updater.connect_trainer(self)
+        for ext in extensions or ():
+            self.extend(ext)
+
+    @property
+    def elapsed_time(self) -> float:
+        """Seconds of training so far, including the runs before a resume."""
+        if self._final_elapsed is not None:
+            return self._final_elapsed
+        if self._start_at is None:
+            return self._elapsed_before
+        return time.perf_counter() - self._start_at + self._elapsed_before
+
+    def extend(self, extension: Any, name: Optional[str] = None, trigger: TriggerLike = None,
+               priority: Optional[int] = None, *, call_before_training: bool = False) -> None:
+        """Register an extension.
+
+        Args:
+            extension: an :class:`Extension` or a callable ``fn(trainer)``.
+            name: unique name (used by ``get_extension`` and in snapshots); by
+                default ``extension.default_name``, suffixed ``_1``, ``_2`` … on clashes.
+                An explicit name that is already taken is an error.
+            trigger: overrides ``extension.trigger``.
+            priority: overrides ``extension.priority``.
+            call_before_training: also call it once before the first iteration.
+        """
+        if self._running:
+            raise RuntimeError('extensions cannot be added while the trainer runs')
+        ext = as_extension(extension)
+        if name is not None:
+            if name in self._extensions:
+                raise ValueError(f'an extension named {name!r} is already registered; '
+                                 'choose another name=')
+        else:
+            base = ext.default_name
+            name, ordinal = base, 0
+            while name in self._extensions:
+                ordinal += 1
+                name = f'{base}_{ordinal}'
+        ext.name = name
+        trigger = get_trigger(ext.trigger if trigger is None else trigger)
+        priority = ext.priority if priority is None else priority
+        self._extensions[name] = _Entry(ext, trigger, priority, call_before_training)
+
+    def get_extension(self, name: str) -> Extension:
+        """The extension registered under ``name``."""
+        try:
+            return self._extensions[name].extension
+        except KeyError:
+            raise ValueError(f'no extension named {name!r}; registered: '
+                             f'{list(self._extensions)}') from None
+
+    @property
+    def extensions(self) -> Dict[str, Extension]:
+        """Registered extensions by name, in registration order."""
+        return {name: e.extension for name, e in self._extensions.items()}
+
+    def _prepare_out(self) -> None:
+        try:
+            os.makedirs(self.out, exist_ok=True)
+        except OSError as e:
+            raise OutputDirError(f'cannot create the output directory {self.out!r}: '
+                                 f'{e.strerror or e}; choose a writable out=') from None
+        if not os.access(self.out, os.W_OK | os.X_OK):
+            raise OutputDirError(f'the output directory {self.out!r} is not writable; '
+                                 'choose a writable out=')
+
+    def run(self) -> None:
+        """Run the training loop until the stop trigger fires (once per Trainer)."""
+        if self._done or self._running:
+            raise RuntimeError('a Trainer can run only once; build a new one to train again')
+        self._prepare_out()
+        entries = sorted(self._extensions.values(), key=lambda e: -e.priority)  # stable
+        regular = [e for e in entries if e.priority > PRIORITY_SNAPSHOT]
+        last = [e for e in entries if e.priority <= PRIORITY_SNAPSHOT]
+        self._running = True
+        self._start_at = time.perf_counter()
+        failed = False
+        try:
+            self._initialize(entries)
+            self._loop(regular, last)
+        except BaseException as exc:
+            failed = True
+            self._on_error(entries, exc)
+            raise
+        finally:
+            self._final_elapsed = self.elapsed_time
+            self._running, self._done = False, True
+            self._finalize(entries, failed)
+
+    def _initialize(self, entries: List[_Entry]) -> None:
+        # Extensions that restore the trainer (snapshot autoload) go first, so the
+        # others initialize from the restored state.
+        ordered = sorted(entries, key=lambda e: not getattr(e.extension, 'restores_trainer', False))
+        for entry in ordered:
+            entry.extension.initialize(self)
+        for entry in entries:
+            if entry.call_before_training:
+                entry.extension(self)
+
+    def _loop(self, regular: List[_Entry], last: List[_Entry]) -> None:
+        update = self.updater.update
+        stop_trigger = self.stop_trigger
+        reporter = self.reporter
+        while not stop_trigger(self):
+            self.observation = reporter.observation = {}
+            with reporter:
+                update()
+                for entry in regular:
+                    if entry.trigger(self):
+                        entry.extension(self)
+                if last:
+                    fired = [entry for entry in last if entry.trigger(self)]
+                    for entry in fired:
+                        entry.extension(self)
+
+    def _on_error(self, entries: List[_Entry], exc: BaseException) -> None:
+        tb = exc.__traceback__
+        for entry in entries:
+            try:
+                entry.extension.on_error(self, exc, tb)
+            except Exception:
+                sys.stderr.write(f'Error in on_error of extension {entry.extension.name!r} '
+                                 '(ignored, the original error follows):\n')
+                traceback.print_exc()
+
+    def _finalize(self, entries: List[_Entry], failed: bool) -> None:
+        errors = []
+        for name, fn in [(e.extension.name, e.extension.finalize) for e in entries]:
+            try:
+                fn(self)
+            except Exception as e:  # finalize the others, then report
+                errors.append(e)
+                sys.stderr.write(f'Error in finalize of extension {name!r}:\n')
+                traceback.print_exc()
+        try:
+            self.updater.finalize()
+        except Exception as e:
+            errors.append(e)
+            traceback.print_exc()
+        if errors and not failed:
+            raise errors[0]
+
+    def state_dict(self) -> dict:
+        """Progress of the whole run (see DESIGN §6): updater, triggers, extensions, RNG, time."""
+        return {
+            'updater': self.updater.state_dict(),
+            'stop_trigger': state_of(self.stop_trigger),
+            'extensions': {n: e.extension.state_dict() for n, e in self._extensions.items()},
+            'triggers': {n: state_of(e.trigger) for n, e in self._extensions.items()},
+            'elapsed_time': self.elapsed_time,
+            'rng': get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore progress; configuration (periods, keys) stays as built by the code."""
+        self.updater.load_state_dict(state['updater'])
+        load_into(self.stop_trigger, state['stop_trigger'])
+        for name, entry in self._extensions.items():
+            if name in state['extensions']:
+                entry.extension.load_state_dict(state['extensions'][name])
+            if name in state['triggers']:
+                load_into(entry.trigger, state['triggers'][name])
+        self._elapsed_before = state['elapsed_time']
+        if self._start_at is not None:
+            self._start_at = time.perf_counter()
+        set_rng_state(state['rng'])

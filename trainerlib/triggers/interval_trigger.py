@@ -1,0 +1,63 @@
+"""Fire every ``period`` iterations or epochs."""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+UNITS = ('iteration', 'epoch')
+
+
+def check_unit(unit: str) -> None:
+    if unit not in UNITS:
+        raise ValueError(f"unknown trigger unit {unit!r}: use 'iteration' or 'epoch', "
+                         "e.g. (1, 'epoch') or (100, 'iteration')")
+
+
+def position(updater, unit: str) -> Tuple[float, float]:
+    """``(previous, current)`` position of the updater in ``unit`` (guessing previous)."""
+    if unit == 'iteration':
+        it = updater.iteration
+        return max(it - 1, 0), it
+    prev = updater.previous_epoch_detail
+    return (0.0 if prev is None else prev), updater.epoch_detail
+
+
+class IntervalTrigger:
+    """Fires when the iteration count (or ``epoch_detail``) crosses a multiple of ``period``.
+
+    Stateful, as Chainer's: it remembers the position of its previous call, so it
+    works when called every iteration, for fractional epochs, and for epochs that
+    are not a whole number of batches. It never fires at iteration 0.
+
+    Args:
+        period: length of the interval (> 0; an integer for ``'iteration'``).
+        unit: ``'iteration'`` or ``'epoch'``.
+    """
+
+    def __init__(self, period: Union[int, float], unit: str) -> None:
+        check_unit(unit)
+        if not period > 0:
+            raise ValueError(f'trigger period must be positive, got {period!r}')
+        if unit == 'iteration' and int(period) != period:
+            raise ValueError(f"an 'iteration' period must be an integer, got {period!r}; "
+                             "use the 'epoch' unit for fractional periods")
+        self.period = period
+        self.unit = unit
+        self._previous: Optional[float] = None
+
+    def __call__(self, trainer) -> bool:
+        guess, current = position(trainer.updater, self.unit)
+        previous = guess if self._previous is None else self._previous
+        self._previous = current
+        return previous // self.period != current // self.period
+
+    def get_training_length(self) -> Tuple[Union[int, float], str]:
+        return self.period, self.unit
+
+    def state_dict(self) -> dict:
+        return {'previous': self._previous}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._previous = state['previous']
+
+    def __repr__(self) -> str:
+        return f'IntervalTrigger({self.period!r}, {self.unit!r})'

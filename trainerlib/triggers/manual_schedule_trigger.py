@@ -1,0 +1,43 @@
+"""Fire at explicitly listed iterations or epochs."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+from trainerlib.triggers.interval_trigger import check_unit, position
+
+Number = Union[int, float]
+
+
+class ManualScheduleTrigger:
+    """Fires when the position crosses one of ``points``.
+
+    Args:
+        points: a number or a sequence of numbers (iterations or epochs).
+        unit: ``'iteration'`` or ``'epoch'``.
+
+    Attributes:
+        finished: True once the last point has been passed.
+    """
+
+    def __init__(self, points: Union[Number, Sequence[Number]], unit: str) -> None:
+        check_unit(unit)
+        self.points = sorted(points) if isinstance(points, (list, tuple)) else [points]
+        if not self.points:
+            raise ValueError('ManualScheduleTrigger needs at least one point')
+        self.unit = unit
+        self.finished = False
+        self._previous: Optional[Number] = None
+
+    def __call__(self, trainer) -> bool:
+        guess, current = position(trainer.updater, self.unit)
+        previous = guess if self._previous is None else self._previous
+        self._previous = current
+        self.finished = self.points[-1] <= current
+        return any(previous < p <= current for p in self.points)
+
+    def state_dict(self) -> dict:
+        return {'previous': self._previous, 'finished': self.finished}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._previous = state['previous']
+        self.finished = state['finished']

@@ -1,0 +1,125 @@
+"""One model, one loss, one optimizer: the default update."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+
+from trainerlib import reporter
+from trainerlib.convert import DeviceLike, concat_examples
+from trainerlib.updaters.amp import AmpContext
+from trainerlib.updaters.updater import Updater, as_dict
+
+
+def call_with(fn: Callable, batch: Any) -> Any:
+    """``fn(*batch)`` for a tuple, ``fn(**batch)`` for a dict, else ``fn(batch)``."""
+    if isinstance(batch, tuple):
+        return fn(*batch)
+    if isinstance(batch, dict):
+        return fn(**batch)
+    return fn(batch)
+
+
+class StandardUpdater(Updater):
+    """Converter → forward/loss → backward → optimizer step, once per iteration.
+
+    Args:
+        iterator: the training iterator (or a dict with ``'main'``).
+        optimizer: a ``torch.optim.Optimizer`` (or a dict with ``'main'``).
+        model: the ``nn.Module`` trained (or a dict with ``'main'``). Its reports
+            are prefixed by its name (``main/loss``). Moved to ``device`` if given.
+        converter: ``converter(batch, device)`` builds the inputs
+            (default :func:`~trainerlib.convert.concat_examples`).
+        device: where batches (and the model) go; None leaves them where they are.
+        loss_func: called with the converted batch (``*tuple`` / ``**dict``) to
+            get the loss; None calls the main model instead.
+        accumulate: micro-batches per update (default 1). Each update draws
+            ``accumulate`` batches, backpropagates ``loss / accumulate`` for each
+            and steps once, so an iteration is always one optimizer step.
+        clip_grad_norm: if set, clip the global gradient 2-norm to this value.
+        clip_grad_value: if set, clamp every gradient element to ±value.
+        amp: ``False`` (default), ``True`` (float16 on CUDA, bfloat16 on CPU),
+            or a dtype name ``'float16'``/``'bfloat16'``: autocast for the
+            forward, with a GradScaler for float16 (its state is saved).
+    """
+
+    def __init__(self, iterator: Any, optimizer: Any,
+                 model: Union[None, torch.nn.Module, Dict[str, torch.nn.Module]] = None,
+                 converter: Callable[..., Any] = concat_examples, device: DeviceLike = None,
+                 loss_func: Optional[Callable[..., torch.Tensor]] = None, *,
+                 accumulate: int = 1, clip_grad_norm: Optional[float] = None,
+                 clip_grad_value: Optional[float] = None,
+                 amp: Union[bool, str] = False) -> None:
+        super().__init__(iterator, optimizer, model)
+        if 'main' not in self._optimizers:
+            raise ValueError("the optimizers need a 'main' entry")
+        if loss_func is None and 'main' not in self._models:
+            raise ValueError("StandardUpdater needs model= (called as the loss function) "
+                             "or loss_func=")
+        if not isinstance(accumulate, int) or accumulate < 1:
+            raise ValueError(f'accumulate must be an integer >= 1, got {accumulate!r}')
+        self.converter = converter
+        self.device = device
+        self.loss_func = loss_func
+        self.accumulate = accumulate
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
+        if device is not None:
+            for m in self._models.values():
+                m.to(device)
+        self.amp = AmpContext(amp, device)
+
+    def update_core(self) -> None:
+        optimizer = self._optimizers['main']
+        if self.accumulate == 1:
+            self._forward_backward(self._iterators['main'].next(), 1.0)
+        else:
+            self._accumulate_micro_batches()
+        amp = self.amp
+        if self.clip_grad_norm is not None or self.clip_grad_value is not None:
+            amp.unscale_(optimizer)
+            params = [p for g in optimizer.param_groups for p in g['params']]
+            if self.clip_grad_value is not None:
+                torch.nn.utils.clip_grad_value_(params, self.clip_grad_value)
+            if self.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        amp.step(optimizer)
+        amp.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    def _forward_backward(self, batch: Any, scale: float) -> None:
+        in_arrays = self.converter(batch, self.device)
+        loss_func = self.loss_func or self._models['main']
+        with self.amp.autocast():
+            loss = call_with(loss_func, in_arrays)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise TypeError('the loss function must return a scalar tensor, got '
+                            f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
+        if scale != 1.0:
+            loss = loss * scale
+        self.amp.scale(loss).backward()
+
+    def _accumulate_micro_batches(self) -> None:
+        """Run the micro-batches, then report the mean of what each reported."""
+        observations = []
+        iterator = self._iterators['main']
+        for _ in range(self.accumulate):
+            observation: Dict[str, Any] = {}
+            with reporter.report_scope(observation):
+                self._forward_backward(iterator.next(), 1.0 / self.accumulate)
+            observations.append(observation)
+        merged = {}
+        for key in observations[0]:
+            values = [o[key] for o in observations if key in o]
+            merged[key] = torch.stack([torch.as_tensor(v) for v in values]).mean(0) \
+                if isinstance(values[0], torch.Tensor) else sum(values) / len(values)
+        reporter.get_current_reporter().observation.update(merged)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state['amp'] = self.amp.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.amp.load_state_dict(state.get('amp', {}))

@@ -1,0 +1,135 @@
+"""The Updater interface: what one training iteration is."""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+
+from trainerlib._state import load_into, state_of
+
+
+def as_dict(obj: Any, what: str) -> Dict[str, Any]:
+    """``{'main': obj}`` for a single object; a copy for a dict; ``{}`` for None."""
+    if obj is None:
+        return {}
+    if isinstance(obj, Mapping):
+        if not obj:
+            raise ValueError(f'the {what} dict is empty')
+        return dict(obj)
+    return {'main': obj}
+
+
+class Updater:
+    """Base class of updaters: override :meth:`update_core`.
+
+    An updater owns named iterators, optimizers and models (the main ones are
+    ``'main'``). The trainer calls :meth:`update` once per iteration; epoch
+    bookkeeping comes from the ``'main'`` iterator. Subclasses that set
+    ``self._iterators``, ``self._optimizers``, ``self._models`` and
+    ``self.iteration`` themselves (as Chainer custom updaters do) work too.
+
+    Args:
+        iterators: an iterator or a dict of them.
+        optimizers: a ``torch.optim.Optimizer`` or a dict of them.
+        models: an ``nn.Module`` or a dict of them (reports of a model are
+            prefixed by its name: ``main/loss``).
+    """
+
+    def __init__(self, iterators: Any, optimizers: Any,
+                 models: Union[None, torch.nn.Module, Mapping[str, torch.nn.Module]] = None
+                 ) -> None:
+        self._iterators = as_dict(iterators, 'iterator')
+        self._optimizers = as_dict(optimizers, 'optimizer')
+        self._models = as_dict(models, 'model')
+        if 'main' not in self._iterators:
+            raise ValueError(f"the iterators need a 'main' entry (epochs are counted on it); "
+                             f'got {sorted(self._iterators)}')
+        self.iteration = 0
+
+    # -- the step ---------------------------------------------------------
+    def update(self) -> None:
+        """Run one iteration: :meth:`update_core`, then count it."""
+        self.update_core()
+        self.iteration += 1
+
+    def update_core(self) -> None:
+        raise NotImplementedError
+
+    def connect_trainer(self, trainer) -> None:
+        """Called by the Trainer on construction (hook for subclasses)."""
+
+    def finalize(self) -> None:
+        """Finalize every iterator."""
+        for iterator in self._iterators.values():
+            iterator.finalize()
+
+    # -- accessors --------------------------------------------------------
+    def get_iterator(self, name: str) -> Any:
+        return _get(self._iterators, name, 'iterator')
+
+    def get_optimizer(self, name: str) -> torch.optim.Optimizer:
+        return _get(self._optimizers, name, 'optimizer')
+
+    def get_model(self, name: str) -> torch.nn.Module:
+        return _get(self.get_all_models(), name, 'model')
+
+    def get_all_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
+        return dict(self._optimizers)
+
+    def get_all_models(self) -> Dict[str, torch.nn.Module]:
+        return dict(getattr(self, '_models', None) or {})
+
+    # -- epoch bookkeeping (from the main iterator) -----------------------
+    @property
+    def epoch(self) -> int:
+        return self._iterators['main'].epoch
+
+    @property
+    def epoch_detail(self) -> float:
+        return self._iterators['main'].epoch_detail
+
+    @property
+    def previous_epoch_detail(self) -> Optional[float]:
+        return self._iterators['main'].previous_epoch_detail
+
+    @property
+    def is_new_epoch(self) -> bool:
+        return self._iterators['main'].is_new_epoch
+
+    # -- state ------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {'iteration': self.iteration,
+                'iterators': {k: state_of(v) for k, v in self._iterators.items()},
+                'optimizers': {k: v.state_dict() for k, v in self._optimizers.items()},
+                'models': {k: v.state_dict() for k, v in self.get_all_models().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, model in self.get_all_models().items():
+            saved = _get(state['models'], k, 'saved model')
+            check_same_shapes(model.state_dict(), saved, f'model {k!r}')
+            model.load_state_dict(saved)
+        for k, opt in self._optimizers.items():
+            opt.load_state_dict(_get(state['optimizers'], k, 'saved optimizer'))
+        for k, it in self._iterators.items():
+            load_into(it, _get(state['iterators'], k, 'saved iterator'))
+        self.iteration = state['iteration']
+
+
+def check_same_shapes(expected: Mapping[str, Any], saved: Mapping[str, Any], what: str) -> None:
+    """Raise ValueError listing every missing, unexpected or reshaped tensor of ``saved``."""
+    problems = [f'missing {k}' for k in expected if k not in saved]
+    problems += [f'unexpected {k}' for k in saved if k not in expected]
+    problems += [f'{k}: saved {tuple(saved[k].shape)}, expected {tuple(v.shape)}'
+                 for k, v in expected.items()
+                 if k in saved and isinstance(v, torch.Tensor) and v.shape != saved[k].shape]
+    if problems:
+        shown = '; '.join(problems[:20]) + (' …' if len(problems) > 20 else '')
+        raise ValueError(f'the snapshot does not match {what} ({len(problems)} mismatches): '
+                         f'{shown}. Resume with the model the snapshot was made with.')
+
+
+def _get(d: Mapping[str, Any], name: str, what: str) -> Any:
+    try:
+        return d[name]
+    except KeyError:
+        raise KeyError(f'no {what} named {name!r}; available: {sorted(d)}') from None
