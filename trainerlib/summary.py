@@ -20,7 +20,9 @@ FOLD_EVERY = 1024
 def _as_tensor(value: Any, like: Optional[torch.Tensor]) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value if like is None else value.to(like.device)
-    return torch.as_tensor(value, device=None if like is None else like.device)
+    # float64 directly: a Python float must not pass through float32 on the way
+    return torch.as_tensor(value, dtype=torch.float64,
+                           device=None if like is None else like.device)
 
 
 def _stack(values: List[Any]) -> torch.Tensor:

@@ -6,6 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from trainerlib._state import load_into, state_of
+from trainerlib.errors import SnapshotError
 
 
 def as_dict(obj: Any, what: str) -> Dict[str, Any]:
@@ -116,7 +117,7 @@ class Updater:
 
 
 def check_same_shapes(expected: Mapping[str, Any], saved: Mapping[str, Any], what: str) -> None:
-    """Raise ValueError listing every missing, unexpected or reshaped tensor of ``saved``."""
+    """Raise SnapshotError listing every missing, unexpected or reshaped tensor of ``saved``."""
     problems = [f'missing {k}' for k in expected if k not in saved]
     problems += [f'unexpected {k}' for k in saved if k not in expected]
     problems += [f'{k}: saved {tuple(saved[k].shape)}, expected {tuple(v.shape)}'
@@ -124,7 +125,7 @@ def check_same_shapes(expected: Mapping[str, Any], saved: Mapping[str, Any], wha
                  if k in saved and isinstance(v, torch.Tensor) and v.shape != saved[k].shape]
     if problems:
         shown = '; '.join(problems[:20]) + (' …' if len(problems) > 20 else '')
-        raise ValueError(f'the snapshot does not match {what} ({len(problems)} mismatches): '
+        raise SnapshotError(f'the snapshot does not match {what} ({len(problems)} mismatches): '
                          f'{shown}. Resume with the model the snapshot was made with.')
 
 

@@ -1,0 +1,81 @@
+"""LogReport: average the observations and write Chainer's JSON ``log``."""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from trainerlib import triggers
+from trainerlib._state import load_into, state_of
+from trainerlib.extension import PRIORITY_READER, Extension
+from trainerlib.summary import DictSummary
+
+from extensions._files import write_json_atomic
+
+
+class LogReport(Extension):
+    """Accumulates every observation and emits a log entry on its own trigger.
+
+    Each entry holds the (weighted) means of the reported values since the last
+    entry, plus ``epoch``, ``iteration`` and ``elapsed_time``. The whole list is
+    rewritten atomically to ``out/<filename>`` as JSON (the format Chainer and
+    ChainerUI read). Reported tensors are converted to floats only here, once
+    per entry. The log and the partial summary are saved in snapshots.
+
+    Args:
+        keys: keys to log (None: every scalar reported).
+        trigger: when to emit an entry, default ``(1, 'epoch')``.
+        postprocess: ``fn(entry_dict)`` called before an entry is stored.
+        filename: file name in ``trainer.out`` (None: keep in memory only).
+    """
+
+    trigger = (1, 'iteration')
+    priority = PRIORITY_READER
+    rank0_only = True
+
+    def __init__(self, keys: Optional[Iterable[str]] = None, trigger=(1, 'epoch'),
+                 postprocess: Optional[Callable[[Dict[str, Any]], None]] = None,
+                 filename: Optional[str] = 'log') -> None:
+        self._keys = None if keys is None else list(keys)
+        self._trigger = triggers.get_trigger(trigger)
+        self._postprocess = postprocess
+        self._filename = filename
+        self._log: List[Dict[str, Any]] = []
+        self._summary = DictSummary()
+
+    @property
+    def log(self) -> List[Dict[str, Any]]:
+        """The entries emitted so far (list of dicts)."""
+        return self._log
+
+    def __call__(self, trainer) -> None:
+        observation = trainer.observation
+        if self._keys is None:
+            self._summary.add(observation)
+        else:
+            self._summary.add({k: observation[k] for k in self._keys if k in observation})
+        if self._trigger(trainer):
+            self._emit(trainer)
+
+    def _emit(self, trainer) -> None:
+        entry: Dict[str, Any] = {k: float(v) for k, v in self._summary.compute_mean().items()} \
+            if len(self._summary) else {}
+        updater = trainer.updater
+        entry['epoch'] = updater.epoch
+        entry['iteration'] = updater.iteration
+        entry['elapsed_time'] = trainer.elapsed_time
+        if self._postprocess is not None:
+            self._postprocess(entry)
+        self._log.append(entry)
+        self._summary = DictSummary()
+        if self._filename is not None:
+            write_json_atomic(self._log, os.path.join(trainer.out, self._filename))
+
+    def state_dict(self) -> dict:
+        return {'log': copy.deepcopy(self._log), 'summary': self._summary.state_dict(),
+                'trigger': state_of(self._trigger)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._log = copy.deepcopy(state['log'])
+        self._summary.load_state_dict(state['summary'])
+        load_into(self._trigger, state['trigger'])

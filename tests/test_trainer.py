@@ -1,0 +1,236 @@
+"""Trainer semantics: priorities, lifecycle, errors, state."""
+import os
+
+import pytest
+import torch
+
+import extensions as E
+from trainerlib import (PRIORITY_EDITOR, PRIORITY_READER, PRIORITY_SNAPSHOT, PRIORITY_WRITER,
+                        Classifier, Extension, OutputDirError, Trainer, make_extension)
+from trainerlib.iterators import SerialIterator
+from trainerlib.updaters import StandardUpdater
+
+
+def make_trainer(tmp_path, stop=(6, 'iteration'), n=12, batch=4):
+    torch.manual_seed(0)
+    x = torch.randn(n, 3)
+    ds = torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long())
+    model = Classifier(torch.nn.Linear(3, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    updater = StandardUpdater(SerialIterator(ds, batch), opt, model)
+    return Trainer(updater, stop, out=str(tmp_path / 'out'))
+
+
+class Recorder(Extension):
+    def __init__(self, calls, tag, priority=PRIORITY_READER, trigger=(1, 'iteration')):
+        self.calls, self.tag, self.priority, self.trigger = calls, tag, priority, trigger
+
+    def __call__(self, trainer):
+        self.calls.append((trainer.updater.iteration, self.tag))
+
+    def initialize(self, trainer):
+        self.calls.append(('init', self.tag))
+
+    def finalize(self, trainer=None):
+        self.calls.append(('final', self.tag))
+
+
+@pytest.mark.parametrize('priorities, expected', [
+    ([PRIORITY_READER, PRIORITY_WRITER, PRIORITY_EDITOR], ['b', 'c', 'a']),
+    ([PRIORITY_READER, PRIORITY_READER, PRIORITY_READER], ['a', 'b', 'c']),  # stable
+    ([PRIORITY_SNAPSHOT, PRIORITY_READER, PRIORITY_SNAPSHOT], ['b', 'a', 'c']),
+    ([50, 50, 400], ['c', 'a', 'b']),
+])
+def test_priority_order_is_descending_and_stable(tmp_path, priorities, expected):
+    calls = []
+    trainer = make_trainer(tmp_path, stop=(1, 'iteration'))
+    for tag, p in zip('abc', priorities):
+        trainer.extend(Recorder(calls, tag, p))
+    trainer.run()
+    assert [tag for it, tag in calls if it == 1] == expected
+
+
+def test_lifecycle_initialize_call_before_training_finalize(tmp_path):
+    calls = []
+    trainer = make_trainer(tmp_path, stop=(2, 'iteration'))
+    trainer.extend(Recorder(calls, 'a', trigger=(2, 'iteration')), call_before_training=True)
+    trainer.run()
+    assert calls == [('init', 'a'), (0, 'a'), (2, 'a'), ('final', 'a')]
+    with pytest.raises(RuntimeError, match='only once'):
+        trainer.run()
+
+
+def test_snapshot_priority_runs_after_every_trigger_was_evaluated(tmp_path):
+    """A snapshot taken at iteration k holds the triggers' states *after* k."""
+    seen = []
+    trainer = make_trainer(tmp_path, stop=(3, 'iteration'))
+
+    @make_extension(trigger=(1, 'iteration'), priority=PRIORITY_SNAPSHOT)
+    def grab(tr):
+        seen.append(tr.state_dict()['triggers'])
+
+    trainer.extend(grab)
+    trainer.extend(E.snapshot_object(torch.nn.Linear(1, 1), 'x.pt'), trigger=(2, 'iteration'))
+    trainer.run()
+    # the snapshot_object trigger (registered after grab) was already evaluated
+    assert [s['snapshot_object']['previous'] for s in seen] == [1, 2, 3]
+
+
+def test_on_error_runs_for_all_and_finalize_always(tmp_path, capsys):
+    calls = []
+
+    class Boom(Recorder):
+        def __call__(self, trainer):
+            raise ZeroDivisionError('boom')
+
+        def on_error(self, trainer, exc, tb):
+            calls.append(('error', self.tag, type(exc).__name__))
+
+    class BadOnError(Recorder):
+        def on_error(self, trainer, exc, tb):
+            raise RuntimeError('on_error itself fails')
+
+    trainer = make_trainer(tmp_path)
+    trainer.extend(BadOnError(calls, 'x'))
+    trainer.extend(Boom(calls, 'b'))
+    with pytest.raises(ZeroDivisionError, match='boom'):
+        trainer.run()
+    assert ('error', 'b', 'ZeroDivisionError') in calls
+    assert ('final', 'x') in calls and ('final', 'b') in calls
+    assert 'on_error itself fails' in capsys.readouterr().err
+
+
+def test_names_clash_and_get_extension(tmp_path):
+    trainer = make_trainer(tmp_path)
+    a, b = E.LogReport(), E.LogReport()
+    trainer.extend(a)
+    trainer.extend(b)
+    assert trainer.get_extension('LogReport') is a
+    assert trainer.get_extension('LogReport_1') is b
+    trainer.extend(lambda t: None, name='mine')
+    with pytest.raises(ValueError, match="'mine' is already registered"):
+        trainer.extend(lambda t: None, name='mine')
+    with pytest.raises(ValueError, match='no extension named'):
+        trainer.get_extension('nope')
+
+
+def test_plain_callable_and_make_extension_defaults(tmp_path):
+    calls = []
+    trainer = make_trainer(tmp_path, stop=(6, 'iteration'))
+
+    @make_extension(trigger=(3, 'iteration'), default_name='every3')
+    def every3(tr):
+        calls.append(tr.updater.iteration)
+
+    trainer.extend(every3)
+    trainer.extend(lambda tr: calls.append(-tr.updater.iteration), trigger=(2, 'iteration'))
+    trainer.run()
+    assert sorted(c for c in calls if c > 0) == [3, 6]
+    assert sorted(-c for c in calls if c < 0) == [2, 4, 6]
+    assert 'every3' in trainer.extensions
+
+
+def test_epoch_stop_trigger_stops_after_the_update_ending_the_epoch(tmp_path):
+    trainer = make_trainer(tmp_path, stop=(2, 'epoch'), n=10, batch=3)
+    trainer.run()
+    u = trainer.updater
+    assert (u.epoch, u.iteration) == (2, 7)  # 10 examples, batch 3: epoch 2 ends in batch 7
+
+
+def test_elapsed_time_survives_resume(tmp_path):
+    trainer = make_trainer(tmp_path, stop=(2, 'iteration'))
+    trainer.run()
+    state = trainer.state_dict()
+    state['elapsed_time'] = 1000.0
+    resumed = make_trainer(tmp_path, stop=(4, 'iteration'))
+    resumed.load_state_dict(state)
+    assert resumed.elapsed_time == 1000.0
+    resumed.run()
+    assert 1000.0 < resumed.elapsed_time < 1100.0
+    assert resumed.updater.iteration == 4
+
+
+def test_unwritable_output_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('not a directory')
+    trainer = make_trainer(tmp_path)
+    trainer.out = str(blocker / 'sub')
+    with pytest.raises(OutputDirError, match='cannot create the output directory'):
+        trainer.run()
+    if os.geteuid() != 0:  # root can write anywhere
+        ro = tmp_path / 'ro'
+        ro.mkdir(mode=0o500)
+        trainer2 = make_trainer(tmp_path)
+        trainer2.out = str(ro)
+        with pytest.raises(OutputDirError, match='not writable'):
+            trainer2.run()
+
+
+def test_reports_are_prefixed_by_the_model_name(tmp_path):
+    trainer = make_trainer(tmp_path, stop=(1, 'iteration'))
+    trainer.run()
+    assert set(trainer.observation) == {'main/loss', 'main/accuracy'}
+    assert not trainer.observation['main/loss'].requires_grad
+
+
+def test_custom_updater_without_super_init_works(tmp_path):
+    """A Chainer-style custom updater that sets _iterators/_optimizers itself."""
+    from trainerlib.convert import concat_examples
+    from trainerlib.updaters import Updater
+
+    class MyUpdater(Updater):
+        def __init__(self, iterator, model, optimizer):
+            self._iterators = {'main': iterator}
+            self._optimizers = {'main': optimizer}
+            self._models = {'main': model}
+            self.model = model
+            self.iteration = 0
+
+        def update_core(self):
+            x, t = concat_examples(self._iterators['main'].next())
+            self._optimizers['main'].zero_grad()
+            self.model(x, t).backward()
+            self._optimizers['main'].step()
+
+    base = make_trainer(tmp_path)
+    it = base.updater.get_iterator('main')
+    model = base.updater.get_model('main')
+    trainer = Trainer(MyUpdater(it, model, base.updater.get_optimizer('main')), (2, 'epoch'),
+                      out=str(tmp_path / 'o'))
+    log = E.LogReport()
+    trainer.extend(log)
+    trainer.run()
+    assert [e['epoch'] for e in log.log] == [1, 2]
+    assert 'main/loss' in log.log[0]
+
+
+def test_stop_trigger_none_needs_another_stop(tmp_path):
+    trainer = make_trainer(tmp_path, stop=None)
+
+    @make_extension(trigger=(5, 'iteration'))
+    def stopper(tr):
+        raise KeyboardInterrupt
+
+    trainer.extend(stopper)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert trainer.updater.iteration == 5
+
+
+def test_trainer_observation_is_fresh_each_iteration(tmp_path):
+    seen = []
+    trainer = make_trainer(tmp_path, stop=(2, 'iteration'))
+    trainer.extend(lambda tr: seen.append(id(tr.observation)))
+    trainer.run()
+    assert len(set(seen)) == 2
+
+
+def test_namespace_updater_attributes(tmp_path):
+    trainer = make_trainer(tmp_path, stop=(3, 'iteration'), n=12, batch=4)
+    trainer.run()
+    u = trainer.updater
+    assert (u.epoch, u.epoch_detail, u.previous_epoch_detail, u.is_new_epoch) == \
+        (1, 1.0, pytest.approx(2 / 3), True)
+    assert isinstance(u.get_all_optimizers()['main'], torch.optim.SGD)
+    with pytest.raises(KeyError, match="no optimizer named 'x'"):
+        u.get_optimizer('x')

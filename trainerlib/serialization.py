@@ -1,0 +1,105 @@
+"""Snapshot files: atomic writes and safe (``weights_only``) loads.
+
+A snapshot file holds ``{'format': 'trainerlib', 'version': …, 'state': …}``
+where ``state`` is made of tensors, numbers, strings, lists and dicts only, so
+loading it with ``torch.load(weights_only=True)`` can never run code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from typing import Any
+
+import torch
+
+from trainerlib.errors import SnapshotError
+
+FORMAT = 'trainerlib'
+
+
+def _version() -> str:
+    from trainerlib import __version__
+    return __version__
+
+
+def save_file(obj: Any, path: str) -> None:
+    """Write ``obj`` with ``torch.save`` atomically.
+
+    The bytes go to a temporary file in the same directory, which is flushed,
+    fsynced and renamed over ``path`` (then the directory is fsynced): a crash
+    leaves either the old file or the new one, never a partial file. On error
+    the temporary file is removed and ``path`` is untouched.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+                               dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_state(state: Any, path: str) -> None:
+    """Save a state dict as a versioned trainerlib snapshot file (atomically)."""
+    save_file({'format': FORMAT, 'version': _version(), 'state': state}, path)
+
+
+def load_state(path: str) -> Any:
+    """Load the state saved by :func:`save_state` (``weights_only=True``, onto the CPU).
+
+    Raises:
+        SnapshotError: the file is missing, truncated, not a trainerlib
+            snapshot, or contains anything but plain data (e.g. pickled code).
+    """
+    if not os.path.isfile(path):
+        raise SnapshotError(f'snapshot {path!r} does not exist; check the path')
+    try:
+        content = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile,
+            ValueError, KeyError, AttributeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SnapshotError(f'snapshot {path!r} cannot be loaded safely (truncated, corrupt, '
+                            f'or not plain data): {first}') from None
+    if not isinstance(content, dict) or content.get('format') != FORMAT or 'state' not in content:
+        raise SnapshotError(f'{path!r} is not a trainerlib snapshot (no trainerlib header); '
+                            'it was not written by trainerlib.serialization.save_state')
+    return content['state']
+
+
+def load_snapshot(path: str, target: Any) -> None:
+    """Load a snapshot file into ``target`` (a Trainer, a module, an optimizer …).
+
+    The trainerlib counterpart of ``chainer.serializers.load_npz(path, target)``.
+    """
+    state = load_state(path)
+    try:
+        target.load_state_dict(state)
+    except SnapshotError:
+        raise
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise SnapshotError(f'snapshot {path!r} does not match the {type(target).__name__} '
+                            f'being resumed: {e}') from None
