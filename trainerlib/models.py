@@ -59,11 +59,12 @@ class Classifier(torch.nn.Module):
                                 f'{sorted(kwargs)}')
             kwargs = dict(kwargs)
             t = kwargs.pop(self.label_key)
-        self.y = self.predictor(*args, **kwargs)
-        self.loss = self.lossfun(self.y, t)
-        values = {'loss': self.loss}
+        y = self.predictor(*args, **kwargs)
+        loss = self.lossfun(y, t)
+        values = {'loss': loss}
+        # plain attributes: nn.Module.__setattr__ is slow on the hot path
+        self.__dict__['y'], self.__dict__['loss'] = y, loss
         if self.compute_accuracy:
-            self.accuracy = self.accfun(self.y, t)
-            values['accuracy'] = self.accuracy
+            values['accuracy'] = self.__dict__['accuracy'] = self.accfun(y, t)
         reporter.report(values, self)
-        return self.loss
+        return loss

@@ -50,7 +50,7 @@ class TupleDataset(DatasetMixin):
         return all(_batchable(d) for d in self._datasets)
 
     def get_batch(self, indices: Any) -> Tuple[Any, ...]:
-        """Return one stacked batch per column for a 1-D array/tensor of indices.
+        """Return one stacked batch per column for a 1-D array/tensor of indices in [0, len).
 
         Raises:
             TypeError: if some column is neither a tensor nor an ndarray.
@@ -60,15 +60,13 @@ class TupleDataset(DatasetMixin):
             kinds = [type(d).__name__ for d in self._datasets]
             raise TypeError(f'get_batch needs tensor or ndarray columns, got {kinds}')
         idx_t = torch.as_tensor(indices, dtype=torch.int64)
-        if idx_t.numel() and (idx_t.min() < -self._length or idx_t.max() >= self._length):
-            raise IndexError(f'batch index out of range for a dataset of length {self._length}')
         idx_np = None
         out = []
         for d in self._datasets:
             if isinstance(d, torch.Tensor):
-                out.append(d[idx_t.to(d.device)])
+                out.append(d.index_select(0, idx_t.to(d.device)))  # faster than d[idx]
             else:
                 if idx_np is None:
-                    idx_np = idx_t.cpu().numpy()
+                    idx_np = idx_t.numpy()
                 out.append(d[idx_np])
         return tuple(out)

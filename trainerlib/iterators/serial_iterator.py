@@ -15,9 +15,10 @@ def _batch_getter(dataset: Any):
     if getattr(dataset, 'supports_batch', False):
         return lambda idx: CollatedBatch(dataset.get_batch(idx), len(idx))
     if isinstance(dataset, torch.utils.data.TensorDataset):
-        return lambda idx: CollatedBatch(tuple(t[idx] for t in dataset.tensors), len(idx))
+        return lambda idx: CollatedBatch(tuple(t.index_select(0, idx) for t in dataset.tensors),
+                                         len(idx))
     if isinstance(dataset, torch.Tensor):
-        return lambda idx: CollatedBatch(dataset[idx], len(idx))
+        return lambda idx: CollatedBatch(dataset.index_select(0, idx), len(idx))
     if isinstance(dataset, np.ndarray):
         return lambda idx: CollatedBatch(dataset[idx.numpy()], len(idx))
     return None

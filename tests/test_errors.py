@@ -1,0 +1,87 @@
+"""Bad input gets one clear error that names the problem and the fix."""
+import pytest
+import torch
+
+from trainerlib import Classifier, SnapshotError, Trainer
+from trainerlib.iterators import SerialIterator
+from trainerlib.serialization import load_snapshot, load_state, save_file
+from trainerlib.triggers import IntervalTrigger, get_trigger
+from trainerlib.updaters import StandardUpdater
+
+DATA = torch.utils.data.TensorDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+
+
+def _updater(**kw):
+    model = Classifier(torch.nn.Linear(2, 2))
+    return StandardUpdater(SerialIterator(DATA, 2), torch.optim.SGD(model.parameters(), 0.1),
+                           model, **kw)
+
+
+@pytest.mark.parametrize('make, error, message', [
+    (lambda: get_trigger((1, 'epochs')), ValueError, "unknown trigger unit 'epochs'.*'epoch'"),
+    (lambda: IntervalTrigger(0, 'iteration'), ValueError, 'must be positive'),
+    (lambda: IntervalTrigger(1.5, 'iteration'), ValueError, "use the 'epoch' unit"),
+    (lambda: get_trigger('every epoch'), TypeError, r"\(period, unit\)"),
+    (lambda: SerialIterator([], 4), ValueError, 'dataset is empty'),
+    (lambda: SerialIterator(DATA, 0), ValueError, 'batch_size must be an integer >= 1'),
+    (lambda: SerialIterator(DATA, 2.5), ValueError, 'batch_size must be an integer >= 1'),
+    (lambda: StandardUpdater(SerialIterator(DATA, 2), torch.optim.SGD([torch.zeros(1)], 0.1)),
+     ValueError, 'needs model='),
+    (lambda: _updater(accumulate=0), ValueError, 'accumulate must be an integer >= 1'),
+    (lambda: _updater(amp='fp8'), ValueError, "amp must be False, True, 'float16'"),
+    (lambda: Trainer(_updater()).get_extension('LogReport'), ValueError, 'no extension named'),
+])
+def test_bad_input_is_named(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_loss_that_is_not_a_scalar_is_named(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    updater = StandardUpdater(SerialIterator(DATA, 2), torch.optim.SGD(model.parameters(), 0.1),
+                              model, loss_func=lambda x, t: model(x))
+    with pytest.raises(TypeError, match=r'must return a scalar tensor, got Tensor\(2, 2\)'):
+        Trainer(updater, (1, 'iteration'), out=str(tmp_path)).run()
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'', 'cannot be loaded safely'),
+    (b'garbage bytes, not a zip file', 'cannot be loaded safely'),
+])
+def test_garbage_snapshot_is_refused(tmp_path, content, message):
+    path = tmp_path / 'snap'
+    path.write_bytes(content)
+    with pytest.raises(SnapshotError, match=message):
+        load_state(str(path))
+
+
+def test_truncated_snapshot_is_refused(tmp_path):
+    path = tmp_path / 'snap'
+    save_file({'format': 'trainerlib', 'version': '0', 'state': {'w': torch.zeros(1000)}},
+              str(path))
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(SnapshotError, match='cannot be loaded safely'):
+        load_state(str(path))
+
+
+def test_pickled_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / 'pwned'
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), 'w'))
+
+    path = tmp_path / 'evil.pt'
+    torch.save({'format': 'trainerlib', 'state': Evil()}, str(path))
+    with pytest.raises(SnapshotError, match='not plain data'):
+        load_snapshot(str(path), torch.nn.Linear(1, 1))
+    assert not marker.exists()
+
+
+def test_foreign_file_and_missing_file(tmp_path):
+    path = tmp_path / 'plain.pt'
+    torch.save({'weight': torch.zeros(1)}, str(path))
+    with pytest.raises(SnapshotError, match='not a trainerlib snapshot'):
+        load_state(str(path))
+    with pytest.raises(SnapshotError, match='does not exist'):
+        load_state(str(tmp_path / 'nope'))
