@@ -58,11 +58,14 @@ class SerialIterator(Iterator):
         self.shuffle = True if shuffle is None else shuffle
         if seed is None:
             seed = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
-        self._generator = torch.Generator().manual_seed(seed)
+        self._seed = seed
+        self._generator = torch.Generator()
         self._get_batch = _batch_getter(dataset)
         self.reset()
 
     def reset(self) -> None:
+        """Rewind to the first epoch, with the same order as after construction."""
+        self._generator.manual_seed(self._seed)
         self.epoch = 0
         self.is_new_epoch = False
         self.current_position = 0
