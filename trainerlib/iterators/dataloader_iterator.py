@@ -6,7 +6,29 @@ from typing import Any, Optional
 
 import torch
 
+from trainerlib.convert import CollatedBatch
 from trainerlib.iterators.iterator import Iterator
+
+
+def _as_collated(batch: Any) -> Any:
+    """Wrap a loader's (already collated) batch so that ``concat_examples`` only moves it.
+
+    ``default_collate`` turns tuple examples into a *list* of columns, which would
+    otherwise be taken for a list of examples and stacked together.
+    """
+    arrays = tuple(batch) if isinstance(batch, list) else batch
+    if isinstance(arrays, tuple) and arrays:
+        first = arrays[0]
+    elif isinstance(arrays, dict) and arrays:
+        first = next(iter(arrays.values()))
+    elif isinstance(arrays, torch.Tensor):
+        first = arrays
+    else:
+        return batch
+    try:
+        return CollatedBatch(arrays, len(first))
+    except TypeError:
+        return batch
 
 
 def _sampler_generator(loader) -> Optional[torch.Generator]:
@@ -18,8 +40,9 @@ class DataLoaderIterator(Iterator):
     """Wraps a DataLoader (workers, pin_memory, custom samplers) as an iterator.
 
     One epoch is one pass over the loader (``len(loader)`` batches). Batches are
-    whatever the loader yields (already collated), which ``concat_examples``
-    moves to the device.
+    what the loader yields (already collated), wrapped in a
+    :class:`~trainerlib.convert.CollatedBatch` (a list of columns becomes a tuple),
+    which ``concat_examples`` moves to the device.
 
     Resume: the position in the epoch is saved. For the same order after resume,
     give the DataLoader a seeded generator
@@ -71,7 +94,7 @@ class DataLoaderIterator(Iterator):
             self.epoch += 1
             self.current_position = 0
             self._it = None
-        return batch
+        return _as_collated(batch)
 
     @property
     def epoch_detail(self) -> float:

@@ -1,6 +1,7 @@
 """Fire every ``period`` iterations or epochs."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple, Union
 
 UNITS = ('iteration', 'epoch')
@@ -48,7 +49,13 @@ class IntervalTrigger:
         guess, current = position(trainer.updater, self.unit)
         previous = guess if self._previous is None else self._previous
         self._previous = current
-        return previous // self.period != current // self.period
+        return self._count(previous) != self._count(current)
+
+    def _count(self, x: float) -> int:
+        """Whole periods in ``x``; for epochs, tolerant of rounding (0.3 / 0.1 < 3)."""
+        if self.unit == 'iteration':
+            return x // self.period
+        return math.floor(x / self.period + 1e-9)
 
     def get_training_length(self) -> Tuple[Union[int, float], str]:
         return self.period, self.unit
