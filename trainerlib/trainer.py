@@ -7,6 +7,8 @@ import time
 import traceback
 from typing import Any, Dict, Iterable, List, Optional
 
+import torch
+
 from trainerlib import reporter as reporter_module
 from trainerlib._state import load_into, state_of
 from trainerlib.errors import OutputDirError
@@ -211,6 +213,9 @@ class Trainer:
             'triggers': {n: state_of(e.trigger) for n, e in self._extensions.items()},
             'elapsed_time': self.elapsed_time,
             'rng': get_rng_state(),
+            # the stop trigger reads this observation at the next loop check
+            'observation': {k: v for k, v in self.observation.items()
+                            if isinstance(v, (torch.Tensor, int, float))},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -223,6 +228,7 @@ class Trainer:
             if name in state['triggers']:
                 load_into(entry.trigger, state['triggers'][name])
         self._elapsed_before = state['elapsed_time']
+        self.observation = dict(state.get('observation', {}))
         if self._start_at is not None:
             self._start_at = time.perf_counter()
         set_rng_state(state['rng'])

@@ -61,10 +61,11 @@ class IntervalTrigger:
         return self.period, self.unit
 
     def state_dict(self) -> dict:
-        return {'previous': self._previous}
+        return {'previous': self._previous, 'unit': self.unit}
 
     def load_state_dict(self, state: dict) -> None:
-        self._previous = state['previous']
+        # a position saved in another unit means nothing here: guess it instead
+        self._previous = state['previous'] if state.get('unit', self.unit) == self.unit else None
 
     def __repr__(self) -> str:
         return f'IntervalTrigger({self.period!r}, {self.unit!r})'

@@ -36,8 +36,9 @@ class ManualScheduleTrigger:
         return any(previous < p <= current for p in self.points)
 
     def state_dict(self) -> dict:
-        return {'previous': self._previous, 'finished': self.finished}
+        return {'previous': self._previous, 'finished': self.finished, 'unit': self.unit}
 
     def load_state_dict(self, state: dict) -> None:
-        self._previous = state['previous']
+        same_unit = state.get('unit', self.unit) == self.unit
+        self._previous = state['previous'] if same_unit else None
         self.finished = state['finished']
