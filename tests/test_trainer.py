@@ -234,3 +234,17 @@ def test_namespace_updater_attributes(tmp_path):
     assert isinstance(u.get_all_optimizers()['main'], torch.optim.SGD)
     with pytest.raises(KeyError, match="no optimizer named 'x'"):
         u.get_optimizer('x')
+
+
+def test_call_before_training_reports_are_observed(tmp_path):
+    trainer = make_trainer(tmp_path, stop=(1, 'iteration'))
+    seen = []
+
+    @make_extension(trigger=(1, 'iteration'), priority=PRIORITY_WRITER)
+    def reporter_ext(tr):
+        tr.reporter.report({'before': float(tr.updater.iteration)})
+        seen.append(dict(tr.observation))
+
+    trainer.extend(reporter_ext, call_before_training=True)
+    trainer.run()
+    assert seen[0] == {'before': 0.0}

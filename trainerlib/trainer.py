@@ -157,9 +157,12 @@ class Trainer:
         ordered = sorted(entries, key=lambda e: not getattr(e.extension, 'restores_trainer', False))
         for entry in ordered:
             entry.extension.initialize(self)
-        for entry in entries:
-            if entry.call_before_training:
-                entry.extension(self)
+        before = [entry for entry in entries if entry.call_before_training]
+        if before:
+            self.observation = self.reporter.observation = {}
+            with self.reporter:  # what they report (e.g. an Evaluator) is observed
+                for entry in before:
+                    entry.extension(self)
 
     def _loop(self, regular: List[_Entry], last: List[_Entry]) -> None:
         update = self.updater.update

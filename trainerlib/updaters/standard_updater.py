@@ -89,7 +89,7 @@ class StandardUpdater(Updater):
 
     def _forward_backward(self, batch: Any, scale: float) -> None:
         in_arrays = self.converter(batch, self.device)
-        loss_func = self.loss_func or self._models['main']
+        loss_func = self._models['main'] if self.loss_func is None else self.loss_func
         with self.amp.autocast():
             loss = call_with(loss_func, in_arrays)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:

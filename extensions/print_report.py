@@ -1,0 +1,112 @@
+"""PrintReport: print LogReport entries as a fixed-width table."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Union
+
+from tqdm import tqdm
+from trainerlib.extension import PRIORITY_READER, Extension
+
+from extensions.log_report import LogReport
+
+
+def _cell(value: Any, width: int) -> str:
+    try:
+        return f'{value:<{width}g}  '
+    except (TypeError, ValueError):  # not a number: print it as text
+        return f'{value!s:<{width}}  '
+
+
+class PrintReport(Extension):
+    """Prints a header once, then one row per new entry of a :class:`LogReport`.
+
+    Columns are ``max(10, len(key))`` characters wide, separated by two spaces,
+    numbers in ``g`` format; a key missing from an entry leaves its cell blank
+    (Chainer's layout). The cost per iteration is one ``len(log)`` comparison.
+    Rows are written through ``tqdm.external_write_mode``, so a progress bar on
+    the same terminal is cleared and redrawn below them.
+
+    The number of rows already printed is saved, so a resumed run prints only
+    the new rows (and the header again, once, in the new process).
+
+    Args:
+        entries: keys of the log entries to print, e.g.
+            ``['epoch', 'main/loss', 'validation/main/accuracy', 'elapsed_time']``.
+        log_report: name of the registered LogReport (default ``'LogReport'``),
+            or a LogReport object that this extension then owns: it calls it
+            every iteration and saves its state.
+        out: text stream to write to (default ``sys.stdout``).
+    """
+
+    trigger = (1, 'iteration')
+    priority = PRIORITY_READER
+    rank0_only = True
+
+    def __init__(self, entries: Sequence[str], log_report: Union[str, LogReport] = 'LogReport',
+                 out: TextIO = sys.stdout) -> None:
+        if not isinstance(log_report, (str, LogReport)):
+            raise TypeError('log_report must be the name of a registered LogReport or a '
+                            f'LogReport, got {type(log_report).__name__}')
+        self._entries = list(entries)
+        self._widths = [max(10, len(key)) for key in self._entries]
+        self._log_report = log_report
+        self._resolved: Optional[LogReport] = None if isinstance(log_report, str) else log_report
+        self._out = out
+        self._printed = 0           # log entries already printed (saved)
+        self._header_done = False   # per process: not saved
+
+    @property
+    def header(self) -> str:
+        """The header line (with its newline)."""
+        return '  '.join(f'{key:{w}}' for key, w in zip(self._entries, self._widths)) + '\n'
+
+    def format_row(self, entry: Dict[str, Any]) -> str:
+        """One table row (with its newline) for a log entry."""
+        return ''.join(_cell(entry[key], w) if key in entry else ' ' * (w + 2)
+                       for key, w in zip(self._entries, self._widths)) + '\n'
+
+    def _get_log_report(self, trainer) -> LogReport:
+        if self._resolved is None:
+            found = trainer.get_extension(self._log_report)
+            if not isinstance(found, LogReport):
+                raise TypeError(f'PrintReport: the extension {self._log_report!r} is a '
+                                f'{type(found).__name__}, not a LogReport')
+            self._resolved = found
+        return self._resolved
+
+    def __call__(self, trainer) -> None:
+        log_report = self._get_log_report(trainer)
+        if log_report is self._log_report:  # owned: feed it the observation
+            log_report(trainer)
+        if self._header_done and len(log_report.log) == self._printed:
+            return
+        self._print_new(log_report.log)
+
+    def finalize(self, trainer=None) -> None:
+        """Print the entries emitted after this extension's last call, if any."""
+        if trainer is not None and self._header_done:
+            log = self._get_log_report(trainer).log
+            if len(log) > self._printed:
+                self._print_new(log)
+
+    def _print_new(self, log: List[Dict[str, Any]]) -> None:
+        text = '' if self._header_done else self.header
+        text += ''.join(self.format_row(entry) for entry in log[self._printed:])
+        self._header_done = True
+        self._printed = max(self._printed, len(log))
+        out = self._out
+        with tqdm.external_write_mode(file=out):
+            out.write(text)
+            if hasattr(out, 'flush'):
+                out.flush()
+
+    def state_dict(self) -> dict:
+        state: Dict[str, Any] = {'printed': self._printed}
+        if not isinstance(self._log_report, str):
+            state['log_report'] = self._log_report.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._printed = state['printed']
+        if 'log_report' in state and not isinstance(self._log_report, str):
+            self._log_report.load_state_dict(state['log_report'])
