@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from trainerlib import triggers
 from trainerlib._state import load_into, state_of
 from trainerlib.extension import PRIORITY_READER, Extension
+from trainerlib.serialization import atomic_open
 from trainerlib.summary import DictSummary
 
-from extensions._files import write_json_atomic
 
 
 class LogReport(Extension):
@@ -69,7 +70,8 @@ class LogReport(Extension):
         self._log.append(entry)
         self._summary = DictSummary()
         if self._filename is not None:
-            write_json_atomic(self._log, os.path.join(trainer.out, self._filename))
+            with atomic_open(os.path.join(trainer.out, self._filename), 'w', durable=False) as f:
+                json.dump(self._log, f, indent=4)
 
     def state_dict(self) -> dict:
         return {'log': copy.deepcopy(self._log), 'summary': self._summary.state_dict(),

@@ -6,11 +6,12 @@ loading it with ``torch.load(weights_only=True)`` can never run code.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import tempfile
 import zipfile
-from typing import Any
+from typing import IO, Any, Iterator
 
 import torch
 
@@ -24,22 +25,24 @@ def _version() -> str:
     return __version__
 
 
-def save_file(obj: Any, path: str) -> None:
-    """Write ``obj`` with ``torch.save`` atomically.
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = 'wb', durable: bool = True) -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on success rename it over ``path``.
 
-    The bytes go to a temporary file in the same directory, which is flushed,
-    fsynced and renamed over ``path`` (then the directory is fsynced): a crash
-    leaves either the old file or the new one, never a partial file. On error
-    the temporary file is removed and ``path`` is untouched.
+    Readers never see a partial file: a crash leaves either the old file or the
+    new one. With ``durable`` the data (and the directory entry) are fsynced
+    before and after the rename. On error the temporary file is removed and
+    ``path`` is untouched.
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
                                dir=directory)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -47,7 +50,14 @@ def save_file(obj: Any, path: str) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(directory)
+    if durable:
+        _fsync_dir(directory)
+
+
+def save_file(obj: Any, path: str) -> None:
+    """Write ``obj`` with ``torch.save`` atomically and durably (see :func:`atomic_open`)."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 def _fsync_dir(directory: str) -> None:

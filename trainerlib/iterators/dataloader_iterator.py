@@ -57,11 +57,11 @@ class DataLoaderIterator(Iterator):
 
     def __init__(self, loader: torch.utils.data.DataLoader, repeat: bool = True) -> None:
         try:
-            self._n = len(loader)
+            self._epoch_size = len(loader)
         except TypeError:
             raise ValueError('DataLoaderIterator needs a DataLoader with a length '
                              '(an iterable-style dataset has none)') from None
-        if self._n == 0:
+        if self._epoch_size == 0:
             raise ValueError('the DataLoader yields no batch: the dataset is empty or '
                              'drop_last removed every batch')
         self.loader = loader
@@ -89,21 +89,12 @@ class DataLoaderIterator(Iterator):
         self._previous_epoch_detail = self.epoch_detail
         batch = next(self._it)
         self.current_position += 1
-        self.is_new_epoch = self.current_position == self._n
+        self.is_new_epoch = self.current_position == self._epoch_size
         if self.is_new_epoch:
             self.epoch += 1
             self.current_position = 0
             self._it = None
         return _as_collated(batch)
-
-    @property
-    def epoch_detail(self) -> float:
-        return self.epoch + self.current_position / self._n
-
-    @property
-    def previous_epoch_detail(self) -> Optional[float]:
-        p = self._previous_epoch_detail
-        return None if p < 0 else p
 
     def finalize(self) -> None:
         self._it = None

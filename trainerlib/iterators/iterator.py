@@ -16,6 +16,9 @@ class Iterator:
 
     epoch: int = 0
     is_new_epoch: bool = False
+    current_position: int = 0       # position in the current epoch (in _epoch_size units)
+    _epoch_size: int = 1            # examples (or batches) in one epoch
+    _previous_epoch_detail: float = -1.0   # -1: no batch taken yet
 
     def __iter__(self) -> 'Iterator':
         return self
@@ -29,11 +32,14 @@ class Iterator:
 
     @property
     def epoch_detail(self) -> float:
-        raise NotImplementedError
+        """Epochs done, as a float: ``epoch + current_position / epoch size``."""
+        return self.epoch + self.current_position / self._epoch_size
 
     @property
     def previous_epoch_detail(self) -> Optional[float]:
-        raise NotImplementedError
+        """``epoch_detail`` before the last batch; None before the first batch."""
+        p = self._previous_epoch_detail
+        return None if p < 0 else p
 
     def reset(self) -> None:
         """Rewind to the beginning of the first epoch."""

@@ -48,8 +48,8 @@ class SerialIterator(Iterator):
                  shuffle: Optional[bool] = None, seed: Optional[int] = None) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
-        self._n = len(dataset)
-        if self._n == 0:
+        self._epoch_size = len(dataset)
+        if self._epoch_size == 0:
             raise ValueError('the dataset is empty: SerialIterator needs at least one example '
                              '(check the data path or the split sizes)')
         self.dataset = dataset
@@ -74,8 +74,8 @@ class SerialIterator(Iterator):
 
     def _new_order(self) -> torch.Tensor:
         if self.shuffle:
-            return torch.randperm(self._n, generator=self._generator)
-        return torch.arange(self._n)
+            return torch.randperm(self._epoch_size, generator=self._generator)
+        return torch.arange(self._epoch_size)
 
     def __next__(self) -> Any:
         if not self.repeat and self.epoch > 0:
@@ -84,10 +84,10 @@ class SerialIterator(Iterator):
         i, remaining, parts = self.current_position, self.batch_size, []
         self.is_new_epoch = False
         while remaining > 0:
-            end = min(i + remaining, self._n)
+            end = min(i + remaining, self._epoch_size)
             parts.append(self._order[i:end])
             remaining -= end - i
-            if end < self._n:
+            if end < self._epoch_size:
                 i = end
                 continue
             i = 0
@@ -103,15 +103,6 @@ class SerialIterator(Iterator):
         dataset = self.dataset
         return [dataset[j] for j in indices.tolist()]
 
-    @property
-    def epoch_detail(self) -> float:
-        return self.epoch + self.current_position / self._n
-
-    @property
-    def previous_epoch_detail(self) -> Optional[float]:
-        p = self._previous_epoch_detail
-        return None if p < 0 else p
-
     def state_dict(self) -> dict:
         return {'epoch': self.epoch, 'current_position': self.current_position,
                 'is_new_epoch': self.is_new_epoch, 'order': self._order.clone(),
@@ -119,9 +110,10 @@ class SerialIterator(Iterator):
                 'generator': self._generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        if len(state['order']) != self._n:
+        if len(state['order']) != self._epoch_size:
             raise ValueError(f'the saved iterator order has {len(state["order"])} examples but '
-                             f'the dataset has {self._n}: the snapshot was made with other data')
+                             f'the dataset has {self._epoch_size}: the snapshot was made with '
+                             'other data')
         self.epoch = state['epoch']
         self.current_position = state['current_position']
         self.is_new_epoch = state['is_new_epoch']
