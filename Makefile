@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(PY) -m recipes.classify --out result
+	$(PY) -m recipes.classify --out result --resume
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -79,14 +79,19 @@ class Snapshot(Extension):
         if not self.autoload:
             return
         target = self._target_of(trainer)
+        skipped = []
         for path in reversed(self._existing(trainer.out)):
             try:
-                state = load_state(path)
-                target.load_state_dict(state)
+                target.load_state_dict(load_state(path))
             except (SnapshotError, KeyError, ValueError, RuntimeError) as e:
+                skipped.append(f'{os.path.basename(path)}: {e}')
                 warnings.warn(f'autoload skipped {path}: {e}')
                 continue
             return
+        if skipped:  # starting over would soon delete them (n_retains): refuse instead
+            raise SnapshotError(f'autoload: none of the snapshots in {trainer.out!r} could be '
+                                f'loaded ({"; ".join(skipped)}); remove them or choose '
+                                'another output directory')
 
     def on_error(self, trainer, exc, tb) -> None:
         if self.snapshot_on_error:
@@ -112,7 +117,8 @@ def snapshot(filename: str = 'snapshot_iter_{.updater.iteration}', *, target: An
         target: object with ``state_dict`` (default: the trainer).
         n_retains: keep only the newest N matching files (-1: keep all).
         autoload: at start, load the newest matching snapshot in ``out``
-            that loads and matches (before any other extension initializes).
+            that loads and matches (before any other extension initializes);
+            if there are snapshots but none loads, raise :class:`SnapshotError`.
         snapshot_on_error: also write a snapshot when training raises.
         condition: optional ``fn() -> bool``; skip writing when it returns False.
     """

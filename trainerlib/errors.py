@@ -11,3 +11,7 @@ class SnapshotError(TrainerlibError, ValueError):
 
 class OutputDirError(TrainerlibError, OSError):
     """The output directory cannot be created or written."""
+
+
+class ConfigError(TrainerlibError, ValueError):
+    """A configuration file or ``--set`` override is invalid (key, type or value)."""

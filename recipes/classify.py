@@ -1,0 +1,317 @@
+"""Image classification: an MLP and a CNN on the same data, written as a Chainer script.
+
+The two networks are those of the seed notebook (an MLP of Linear-BN-ReLU layers
+64, 32, out on flattened images; a CNN of three conv-BN-ReLU-maxpool blocks with
+64, 32, 16 channels and a linear head). By default both are trained on the
+Kuzushiji-MNIST test set shipped with trainerlib (10,000 images, split 8,000
+train / 2,000 test with a fixed seed) and compared::
+
+    python -m recipes.classify --out result                      # both models
+    python -m recipes.classify --set model=cnn --set train.epochs=3 --out r2
+    python -m recipes.classify --out result --resume             # continue a run
+
+Writes ``out/config.yaml`` (the effective config), ``out/<model>/`` (``log``,
+``snapshot_iter_*``, ``best_model.pt``, ``final.json``) and, for ``model=both``,
+``out/results.json``. A user error prints ``error: ...`` and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+import extensions as E
+from trainerlib import Classifier, Trainer, triggers
+from trainerlib.config import Choice, load_config, save_config
+from trainerlib.datasets import get_dataset, split_dataset_random
+from trainerlib.errors import ConfigError, OutputDirError, TrainerlibError
+from trainerlib.iterators import SerialIterator
+from trainerlib.serialization import atomic_open
+from trainerlib.updaters import StandardUpdater
+
+MODELS = ('mlp', 'cnn')
+DEFAULTS: Dict[str, Any] = {
+    'dataset': Choice('kmnist-test', 'mnist-test', 'digits'),
+    'model': Choice('both', 'mlp', 'cnn'),
+    'seed': 0,              # initial weights and batch order
+    'device': 'cpu',        # 'cpu', 'cuda', 'cuda:1', ...
+    'data': {
+        'root': None,       # folder with kmnist/ or mnist/ files; None: the shipped copy
+        'test_fraction': 0.2,
+        'split_seed': 0,    # the train/test split does not depend on `seed`
+    },
+    'train': {
+        'epochs': 10,
+        'batch_size': 64,
+        'lr': 0.001,        # Adam, as the seed
+        'snapshot_every_epochs': 1,
+    },
+}
+# What a resumed run must share with the run it continues (it changes the data).
+RESUME_KEYS = ('dataset', 'data')
+
+
+class MLP(nn.Sequential):
+    """The seed's MLP: (Linear-BN-ReLU) 64, (Linear-BN-ReLU) 32, Linear, on flattened images."""
+
+    def __init__(self, in_features: int, n_classes: int) -> None:
+        super().__init__(
+            nn.Flatten(),
+            nn.Linear(in_features, 64), nn.BatchNorm1d(64), nn.ReLU(inplace=True),
+            nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(inplace=True),
+            nn.Linear(32, n_classes),
+        )
+
+
+class CNN(nn.Module):
+    """The seed's CNN: conv3x3 64/32/16 channels, each BN-ReLU-maxpool 2x2, then Linear.
+
+    A 28x28 image ends as 3x3x16 features after the three pools (8x8 digits as 1x1x16).
+    """
+
+    def __init__(self, in_channels: int, n_classes: int, image_size: int = 28) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.conv2 = nn.Conv2d(64, 32, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.conv3 = nn.Conv2d(32, 16, 3, 1, 1)
+        self.bn3 = nn.BatchNorm2d(16)
+        side = image_size // 2 // 2 // 2
+        if side < 1:
+            raise ValueError(f'CNN needs images of at least 8x8 pixels, got {image_size}')
+        self.fc = nn.Linear(16 * side * side, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(torch.relu(self.bn2(self.conv2(x))), 2)
+        x = F.max_pool2d(torch.relu(self.bn3(self.conv3(x))), 2)
+        return self.fc(x.flatten(1))  # logits: Classifier applies cross-entropy
+
+
+def build_predictor(name: str, image_shape: torch.Size, n_classes: int) -> nn.Module:
+    channels, height, width = image_shape
+    if name == 'mlp':
+        return MLP(channels * height * width, n_classes)
+    return CNN(channels, n_classes, min(height, width))
+
+
+def check_values(cfg: Dict[str, Any]) -> None:
+    """Range checks the schema cannot express."""
+    train = cfg['train']
+    for key in ('epochs', 'batch_size', 'snapshot_every_epochs'):
+        if train[key] < 1:
+            raise ConfigError(f"config key 'train.{key}' must be an integer >= 1, "
+                              f'got {train[key]}')
+    if not train['lr'] > 0:
+        raise ConfigError(f"config key 'train.lr' must be > 0, got {train['lr']}")
+    if not 0 < cfg['data']['test_fraction'] < 1:
+        raise ConfigError("config key 'data.test_fraction' must be between 0 and 1 "
+                          f"(exclusive), got {cfg['data']['test_fraction']}")
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"config key 'device' expects a torch device such as 'cpu' or "
+                          f"'cuda', got {name!r}") from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f'device {name!r} was asked for but CUDA is not available here; '
+                          'use --device cpu')
+    return device
+
+
+def load_data(cfg: Dict[str, Any]):
+    """Load the dataset and split it into (train, test) with the fixed split seed."""
+    data = cfg['data']
+    try:
+        dataset = get_dataset(cfg['dataset'], root=data['root'])
+    except ImportError as e:  # digits needs scikit-learn
+        raise TrainerlibError(f"dataset {cfg['dataset']!r} cannot be loaded: {e}") from None
+    except ValueError as e:  # a corrupt or mismatched data file
+        raise TrainerlibError(f"dataset {cfg['dataset']!r}: {e}") from None
+    n_test = max(1, round(len(dataset) * data['test_fraction']))
+    train, test = split_dataset_random(dataset, len(dataset) - n_test, seed=data['split_seed'])
+    images, labels = dataset.datasets
+    return train, test, tuple(images.shape[1:]), int(labels.max()) + 1
+
+
+def previous_run_files(out: str) -> List[str]:
+    if not os.path.isdir(out):
+        return []
+    return sorted(n for n in os.listdir(out) if n == 'log' or n.startswith('snapshot_iter_'))
+
+
+def check_fresh(out: str, names) -> None:
+    """Refuse to start over in a directory that holds a run (it would be overwritten)."""
+    for name in names:
+        previous = previous_run_files(os.path.join(out, name))
+        if previous:
+            raise OutputDirError(f'{os.path.join(out, name)} already holds a run '
+                                 f'({", ".join(previous[:3])}); pass --resume to continue it, '
+                                 'or choose another --out')
+
+
+def check_resume(out: str, cfg: Dict[str, Any]) -> None:
+    """Refuse to resume a run made on other data (its snapshots would not load)."""
+    path = os.path.join(out, 'config.yaml')
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding='utf-8') as f:
+            saved = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f'--resume: cannot read the saved config {path}: {e}') from None
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != cfg[key]:
+            raise ConfigError(f'--resume: {key!r} is {cfg[key]!r} but the run in {out} used '
+                              f'{saved[key]!r}; resume with the same {key}, or choose another '
+                              '--out')
+
+
+def write_json(obj: Any, path: str) -> None:
+    with atomic_open(path, 'w', durable=False) as f:
+        json.dump(obj, f, indent=2)
+
+
+def train_model(name: str, cfg: Dict[str, Any], data, out: str, device: torch.device,
+                resume: bool) -> Dict[str, Any]:
+    """Train one model the Chainer way; return the content of ``final.json``."""
+    train, test, image_shape, n_classes = data
+    tcfg = cfg['train']
+    epochs, batch_size = tcfg['epochs'], tcfg['batch_size']
+    torch.manual_seed(cfg['seed'])
+    model = Classifier(build_predictor(name, image_shape, n_classes))
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg['lr'])
+    train_iter = SerialIterator(train, batch_size)
+    test_iter = SerialIterator(test, batch_size, repeat=False, shuffle=False)
+    updater = StandardUpdater(train_iter, optimizer, model=model, device=device)
+    trainer = Trainer(updater, (epochs, 'epoch'), out=out)
+
+    every = tcfg['snapshot_every_epochs']
+    snapshot_at = sorted(set(range(every, epochs + 1, every)) | {epochs})
+    trainer.extend(E.Evaluator(test_iter, model, device=device))
+    trainer.extend(E.LogReport())
+    trainer.extend(E.snapshot(n_retains=2, autoload=resume),
+                   trigger=triggers.ManualScheduleTrigger(snapshot_at, 'epoch'))
+    trainer.extend(E.snapshot_object(model.predictor, 'best_model.pt'),
+                   trigger=triggers.MaxValueTrigger('validation/main/accuracy'))
+    trainer.extend(E.PrintReport(['epoch', 'iteration', 'main/loss', 'main/accuracy',
+                                  'validation/main/loss', 'validation/main/accuracy',
+                                  'elapsed_time'], out=sys.stdout))
+    trainer.extend(E.ProgressBar(out=sys.stdout))
+    if resume and not any(n.startswith('snapshot_iter_') for n in previous_run_files(out)):
+        print(f'{name}: no snapshot to resume in {out}; starting from scratch')
+
+    trainer.run()
+    log = trainer.get_extension('LogReport').log
+    accs = [(e['validation/main/accuracy'], e['epoch']) for e in log
+            if 'validation/main/accuracy' in e]
+    best = max(accs, key=lambda a: a[0], default=(None, None))  # the first best epoch
+    return {
+        'model': name, 'dataset': cfg['dataset'], 'train_size': len(train),
+        'test_size': len(test), 'parameters': sum(p.numel() for p in model.parameters()),
+        'epochs': updater.epoch, 'iterations': updater.iteration,
+        'test_accuracy': log[-1]['validation/main/accuracy'],   # the final Evaluator run
+        'test_loss': log[-1]['validation/main/loss'],
+        'best_test_accuracy': best[0], 'best_epoch': best[1],
+        'elapsed_time': trainer.elapsed_time,
+    }
+
+
+def flat_keys(schema: Dict[str, Any], prefix: str = '') -> List[str]:
+    return [k for key, value in schema.items()
+            for k in (flat_keys(value, f'{prefix}{key}.') if isinstance(value, dict)
+                      else [prefix + key])]
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog='python -m recipes.classify', description=__doc__.split('\n\n')[0],
+        epilog='Config keys (--set KEY=VALUE, values read as YAML): '
+               f'{", ".join(flat_keys(DEFAULTS))}. Example: recipes/configs/classify.yaml.')
+    parser.add_argument('--config', help='YAML file of settings (default: built-in defaults)')
+    parser.add_argument('--set', dest='overrides', action='append', default=[],
+                        metavar='KEY=VALUE', help='override a setting, e.g. train.epochs=3')
+    parser.add_argument('--out', default='result', help='output directory (default: result)')
+    parser.add_argument('--device', help="shorthand for --set device=… ('cpu', 'cuda')")
+    parser.add_argument('--seed', type=int, help='shorthand for --set seed=N')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue from the newest snapshot in the output directory')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.device is not None:
+        overrides.append(f'device={args.device}')
+    if args.seed is not None:
+        overrides.append(f'seed={args.seed}')
+    cfg = load_config(args.config, DEFAULTS, overrides)
+    check_values(cfg)
+    device = resolve_device(cfg['device'])
+    if args.resume:
+        check_resume(args.out, cfg)
+    names = MODELS if cfg['model'] == 'both' else (cfg['model'],)
+    if not args.resume:
+        check_fresh(args.out, names)
+    data = load_data(cfg)
+    print(f"{cfg['dataset']}: {len(data[0])} train / {len(data[1])} test images of shape "
+          f'{"x".join(map(str, data[2]))}, {data[3]} classes; device {device}')
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        save_config(cfg, os.path.join(args.out, 'config.yaml'))
+    except OSError as e:
+        raise OutputDirError(f'cannot write to the output directory {args.out!r}: '
+                             f'{e.strerror or e}; choose a writable --out') from None
+
+    results = {}
+    for name in names:
+        print(f'== {name} ==')
+        final = train_model(name, cfg, data, os.path.join(args.out, name), device, args.resume)
+        write_json(final, os.path.join(args.out, name, 'final.json'))
+        results[name] = final
+    print()
+    for name, final in results.items():
+        print(f"{name}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} "
+              f"epochs (best {final['best_test_accuracy']:.4f} at epoch {final['best_epoch']}), "
+              f"{final['parameters']} parameters, {final['elapsed_time']:.1f} s of training "
+              f"-> {os.path.join(args.out, name, 'final.json')}")
+    if len(results) == 2:
+        gap = results['cnn']['test_accuracy'] - results['mlp']['test_accuracy']
+        write_json({'dataset': cfg['dataset'], 'models': results, 'cnn_minus_mlp': gap},
+                   os.path.join(args.out, 'results.json'))
+        print(f'cnn - mlp: {gap:+.4f} test accuracy -> {os.path.join(args.out, "results.json")}')
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (TrainerlibError, OSError) as e:
+        if args.debug:
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f'error: {message}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f'interrupted; continue with: python -m recipes.classify --out {args.out} '
+              '--resume (plus the same --config/--set)', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())
