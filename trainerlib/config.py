@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, Optional
 import yaml
 
 from trainerlib.errors import ConfigError
+from trainerlib.serialization import atomic_open
 
 _FLOAT_TEXT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$')
 
@@ -142,8 +143,7 @@ def _plain(value: Any) -> Any:
 
 
 def save_config(config: Dict[str, Any], path: str) -> None:
-    """Write ``config`` as YAML, keys in order (to ``path.tmp``, then renamed over ``path``)."""
+    """Write ``config`` as YAML, keys in order, atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(f'{path}.tmp', 'w', encoding='utf-8') as f:
+    with atomic_open(path, 'w', durable=False) as f:
         yaml.safe_dump(_plain(config), f, sort_keys=False, allow_unicode=True)
-    os.replace(f'{path}.tmp', path)

@@ -38,7 +38,7 @@ def atomic_open(path: str, mode: str = 'wb', durable: bool = True) -> Iterator[I
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
                                dir=directory)
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, encoding=None if 'b' in mode else 'utf-8') as f:
             yield f
             f.flush()
             if durable:
