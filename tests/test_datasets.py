@@ -141,13 +141,17 @@ def test_split_dataset_random_partition_and_fast_path():
     assert sorted(_values(train) + _values(val)) == list(range(0, 200, 2))
     assert _values(train) != sorted(_values(train))
     assert train.supports_batch
-    idx = torch.tensor([0, 69, 5, -1])
+    idx = torch.tensor([0, 69, 5, 68])
     bx, by = train.get_batch(idx)
     assert bx.tolist() == [int(train[int(i)][0]) for i in idx]
     assert by.tolist() == [int(train[int(i)][1]) for i in idx]
     nested = SubDataset(train, 10, 20)  # a view of a view keeps the fast path
     values = _values(train)
     assert nested.get_batch(torch.tensor([0, 9]))[0].tolist() == [values[10], values[19]]
+    assert nested.get_batch(slice(2, 5))[0].tolist() == values[12:15]
+    head, _ = split_dataset(TupleDataset(x, y), 50)      # unpermuted: a slice stays a view
+    view = head.get_batch(slice(10, 20))[0]
+    assert view.tolist() == x[10:20].tolist() and view.data_ptr() == x[10:].data_ptr()
 
 
 def test_split_dataset_random_is_repeatable():

@@ -54,17 +54,21 @@ class SubDataset(DatasetMixin):
         return bool(getattr(self._dataset, 'supports_batch', False))
 
     def get_batch(self, indices: Any) -> Tuple[Any, ...]:
-        """Fast batch: maps ``indices`` to base indices and calls the base's ``get_batch``."""
+        """Fast batch: maps ``indices`` (a slice, or indices in ``[0, len)``) to the base
+        dataset and calls its ``get_batch``; a slice of an unpermuted view stays a slice."""
         if not self.supports_batch:
             raise TypeError(f'get_batch is not supported by the base dataset '
                             f'{type(self._dataset).__name__}')
+        if isinstance(indices, slice):
+            start, stop, step = indices.indices(len(self))
+            if self._order is None and step == 1:
+                return self._dataset.get_batch(slice(self._start + start, self._start + stop))
+            indices = torch.arange(start, stop, step)
         idx = torch.as_tensor(indices, dtype=torch.int64)
-        n = len(self)
-        if idx.numel() and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f'batch index out of range for a dataset of length {n}')
-        idx = torch.where(idx < 0, idx + n, idx) + self._start
+        if self._start:
+            idx = idx + self._start
         if self._order is not None:
-            idx = self._order[idx]
+            idx = self._order.index_select(0, idx)
         return self._dataset.get_batch(idx)
 
 

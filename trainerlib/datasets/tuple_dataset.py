@@ -50,7 +50,8 @@ class TupleDataset(DatasetMixin):
         return all(_batchable(d) for d in self._datasets)
 
     def get_batch(self, indices: Any) -> Tuple[Any, ...]:
-        """Return one stacked batch per column for a 1-D array/tensor of indices in [0, len).
+        """One stacked batch per column: ``indices`` is a slice (zero-copy views) or a
+        1-D array/tensor of indices in ``[0, len)`` (one gather per column).
 
         Raises:
             TypeError: if some column is neither a tensor nor an ndarray.
@@ -59,6 +60,8 @@ class TupleDataset(DatasetMixin):
         if not self.supports_batch:
             kinds = [type(d).__name__ for d in self._datasets]
             raise TypeError(f'get_batch needs tensor or ndarray columns, got {kinds}')
+        if isinstance(indices, slice):
+            return tuple(d[indices] for d in self._datasets)
         idx_t = torch.as_tensor(indices, dtype=torch.int64)
         idx_np = None
         out = []

@@ -11,17 +11,30 @@ from trainerlib.iterators.iterator import Iterator
 
 
 def _batch_getter(dataset: Any):
-    """A function ``indices -> CollatedBatch`` when the dataset can batch by indexing."""
+    """A function ``indices -> CollatedBatch`` when the dataset can batch by indexing.
+
+    ``indices`` is a 1-D LongTensor, or a ``slice`` for a contiguous unshuffled
+    range (then tensors are sliced: zero-copy views).
+    """
     if getattr(dataset, 'supports_batch', False):
-        return lambda idx: CollatedBatch(dataset.get_batch(idx), len(idx))
-    if isinstance(dataset, torch.utils.data.TensorDataset):
-        return lambda idx: CollatedBatch(tuple(t.index_select(0, idx) for t in dataset.tensors),
-                                         len(idx))
-    if isinstance(dataset, torch.Tensor):
-        return lambda idx: CollatedBatch(dataset.index_select(0, idx), len(idx))
-    if isinstance(dataset, np.ndarray):
-        return lambda idx: CollatedBatch(dataset[idx.numpy()], len(idx))
-    return None
+        get = dataset.get_batch
+    elif isinstance(dataset, torch.utils.data.TensorDataset):
+        tensors = dataset.tensors
+        get = lambda idx: tuple(_take(t, idx) for t in tensors)  # noqa: E731
+    elif isinstance(dataset, (torch.Tensor, np.ndarray)):
+        get = lambda idx: _take(dataset, idx)  # noqa: E731
+    else:
+        return None
+    return lambda idx, size: CollatedBatch(get(idx), size)
+
+
+def _take(array: Any, idx: Any) -> Any:
+    """Rows ``idx`` (a slice or a LongTensor) of a tensor or an ndarray."""
+    if isinstance(idx, slice):
+        return array[idx]
+    if isinstance(array, np.ndarray):
+        return array[idx.numpy()]
+    return array.index_select(0, idx)
 
 
 class SerialIterator(Iterator):
@@ -96,10 +109,13 @@ class SerialIterator(Iterator):
             self._order = self._new_order()
             if not self.repeat:
                 break
+        start = self.current_position
         self.current_position = i
         indices = parts[0] if len(parts) == 1 else torch.cat(parts)
         if self._get_batch is not None:
-            return self._get_batch(indices)
+            if not self.shuffle and len(parts) == 1:   # a contiguous range: views
+                return self._get_batch(slice(start, start + len(indices)), len(indices))
+            return self._get_batch(indices, len(indices))
         dataset = self.dataset
         return [dataset[j] for j in indices.tolist()]
 
