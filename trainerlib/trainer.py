@@ -159,7 +159,7 @@ class Trainer:
             entry.extension.initialize(self)
         before = [entry for entry in entries if entry.call_before_training]
         if before:
-            self.observation = self.reporter.observation = {}
+            self.reporter.observation = self.observation  # restored on resume, else {}
             with self.reporter:  # what they report (e.g. an Evaluator) is observed
                 for entry in before:
                     entry.extension(self)
