@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import textwrap
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from trainerlib import triggers
@@ -12,6 +13,10 @@ from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.serialization import atomic_open
 from trainerlib.summary import DictSummary
 
+
+
+def _encode(entry: Dict[str, Any]) -> str:
+    return textwrap.indent(json.dumps(entry, indent=4), '    ')
 
 
 class LogReport(Extension):
@@ -42,6 +47,7 @@ class LogReport(Extension):
         self._postprocess = postprocess
         self._filename = filename
         self._log: List[Dict[str, Any]] = []
+        self._encoded: List[str] = []   # JSON text of each entry, encoded once
         self._summary = DictSummary()
 
     @property
@@ -68,10 +74,12 @@ class LogReport(Extension):
         if self._postprocess is not None:
             self._postprocess(entry)
         self._log.append(entry)
+        self._encoded.append(_encode(entry))
         self._summary = DictSummary()
         if self._filename is not None:
+            # the same text as json.dump(log, f, indent=4), without re-encoding old entries
             with atomic_open(os.path.join(trainer.out, self._filename), 'w', durable=False) as f:
-                json.dump(self._log, f, indent=4)
+                f.write('[\n' + ',\n'.join(self._encoded) + '\n]')
 
     def state_dict(self) -> dict:
         return {'log': copy.deepcopy(self._log), 'summary': self._summary.state_dict(),
@@ -79,5 +87,6 @@ class LogReport(Extension):
 
     def load_state_dict(self, state: dict) -> None:
         self._log = copy.deepcopy(state['log'])
+        self._encoded = [_encode(entry) for entry in self._log]
         self._summary.load_state_dict(state['summary'])
         load_into(self._trigger, state['trigger'])

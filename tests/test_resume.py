@@ -70,7 +70,9 @@ def test_resume_from_snapshot_is_bit_identical(tmp_path, uninterrupted, k):
     for name in params:
         assert torch.equal(params[name], want_params[name]), name
     assert log == want_log
-    on_disk = json.loads((tmp_path / 'log').read_text())
+    text = (tmp_path / 'log').read_text()
+    assert text == json.dumps(resumed.get_extension('LogReport').log, indent=4)  # Chainer's format
+    on_disk = json.loads(text)
     assert [e['iteration'] for e in on_disk] == [e['iteration'] for e in want_log]
 
 

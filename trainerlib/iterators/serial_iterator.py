@@ -93,14 +93,16 @@ class SerialIterator(Iterator):
     def __next__(self) -> Any:
         if not self.repeat and self.epoch > 0:
             raise StopIteration
-        self._previous_epoch_detail = self.epoch_detail
-        i, remaining, parts = self.current_position, self.batch_size, []
+        n = self._epoch_size
+        start = self.current_position
+        self._previous_epoch_detail = self.epoch + start / n
         self.is_new_epoch = False
+        i, remaining, ranges = start, self.batch_size, []   # (order, begin, end) pieces
         while remaining > 0:
-            end = min(i + remaining, self._epoch_size)
-            parts.append(self._order[i:end])
+            end = min(i + remaining, n)
+            ranges.append((self._order, i, end))
             remaining -= end - i
-            if end < self._epoch_size:
+            if end < n:
                 i = end
                 continue
             i = 0
@@ -109,13 +111,14 @@ class SerialIterator(Iterator):
             self._order = self._new_order()
             if not self.repeat:
                 break
-        start = self.current_position
         self.current_position = i
-        indices = parts[0] if len(parts) == 1 else torch.cat(parts)
+        size = sum(end - begin for _, begin, end in ranges)
+        if self._get_batch is not None and not self.shuffle and len(ranges) == 1:
+            return self._get_batch(slice(start, start + size), size)   # contiguous: views
+        pieces = [order[begin:end] for order, begin, end in ranges]
+        indices = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         if self._get_batch is not None:
-            if not self.shuffle and len(parts) == 1:   # a contiguous range: views
-                return self._get_batch(slice(start, start + len(indices)), len(indices))
-            return self._get_batch(indices, len(indices))
+            return self._get_batch(indices, size)
         dataset = self.dataset
         return [dataset[j] for j in indices.tolist()]
 

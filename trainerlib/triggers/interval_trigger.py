@@ -46,15 +46,22 @@ class IntervalTrigger:
         self._previous: Optional[float] = None
 
     def __call__(self, trainer) -> bool:
-        guess, current = position(trainer.updater, self.unit)
-        previous = guess if self._previous is None else self._previous
+        updater = trainer.updater
+        previous = self._previous
+        if self.unit == 'iteration':     # the common case, kept short: it runs every iteration
+            current = updater.iteration
+            if previous is None:
+                previous = max(current - 1, 0)
+            self._previous = current
+            return previous // self.period != current // self.period
+        current = updater.epoch_detail
+        if previous is None:
+            previous = updater.previous_epoch_detail or 0.0
         self._previous = current
-        return self._count(previous) != self._count(current)
+        return self._epochs(previous) != self._epochs(current)
 
-    def _count(self, x: float) -> int:
-        """Whole periods in ``x``; for epochs, tolerant of rounding (0.3 / 0.1 < 3)."""
-        if self.unit == 'iteration':
-            return x // self.period
+    def _epochs(self, x: float) -> int:
+        """Whole periods in ``x`` epochs, tolerant of rounding (0.3 / 0.1 < 3)."""
         return math.floor(x / self.period + 1e-9)
 
     def get_training_length(self) -> Tuple[Union[int, float], str]:
