@@ -1,9 +1,28 @@
 """The trainerlib extension library (``import extensions as E``)."""
 from extensions.evaluator import Evaluator
+from extensions.exponential_shift import ExponentialShift
+from extensions.fail_on_non_number import FailOnNonNumber
+from extensions.image_grid import ImageGrid
+from extensions.inverse_shift import InverseShift
+from extensions.linear_shift import LinearShift
 from extensions.log_report import LogReport
+from extensions.lr_scheduler import LRScheduler
+from extensions.micro_average import MicroAverage
+from extensions.multistep_shift import MultistepShift
+from extensions.observe_value import observe_lr, observe_value
+from extensions.parameter_statistics import ParameterStatistics
+from extensions.plot_report import PlotReport
+from extensions.polynomial_shift import PolynomialShift
 from extensions.print_report import PrintReport
 from extensions.progress_bar import ProgressBar
 from extensions.snapshot_writers import Snapshot, snapshot, snapshot_object
+from extensions.step_shift import StepShift
+from extensions.tensorboard_report import TensorBoardReport
+from extensions.variable_statistics_plot import VariableStatisticsPlot
+from extensions.warmup_shift import WarmupShift
 
-__all__ = ['Evaluator', 'LogReport', 'PrintReport', 'ProgressBar', 'Snapshot', 'snapshot',
-           'snapshot_object']
+__all__ = ['Evaluator', 'ExponentialShift', 'FailOnNonNumber', 'ImageGrid', 'InverseShift',
+           'LRScheduler', 'LinearShift', 'LogReport', 'MicroAverage', 'MultistepShift',
+           'ParameterStatistics', 'PlotReport', 'PolynomialShift', 'PrintReport', 'ProgressBar',
+           'Snapshot', 'StepShift', 'TensorBoardReport', 'VariableStatisticsPlot', 'WarmupShift',
+           'observe_lr', 'observe_value', 'snapshot', 'snapshot_object']

@@ -6,7 +6,7 @@ import re
 import warnings
 from typing import Any, Callable, List, Optional
 
-from trainerlib.errors import SnapshotError
+from trainerlib.errors import NonFiniteError, SnapshotError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension
 from trainerlib.serialization import load_state, save_state
 
@@ -94,7 +94,8 @@ class Snapshot(Extension):
                                 'another output directory')
 
     def on_error(self, trainer, exc, tb) -> None:
-        if self.snapshot_on_error:
+        # a diverged state (NaN/Inf) must never replace a good snapshot
+        if self.snapshot_on_error and not isinstance(exc, NonFiniteError):
             self.write(trainer)
 
     @property
@@ -119,7 +120,8 @@ def snapshot(filename: str = 'snapshot_iter_{.updater.iteration}', *, target: An
         autoload: at start, load the newest matching snapshot in ``out``
             that loads and matches (before any other extension initializes);
             if there are snapshots but none loads, raise :class:`SnapshotError`.
-        snapshot_on_error: also write a snapshot when training raises.
+        snapshot_on_error: also write a snapshot when training raises (except for a
+            :class:`~trainerlib.errors.NonFiniteError`: a diverged state is never saved).
         condition: optional ``fn() -> bool``; skip writing when it returns False.
     """
     return Snapshot(target, filename, n_retains, autoload, snapshot_on_error, condition)

@@ -1,6 +1,6 @@
 """trainerlib: Chainer's training architecture (Trainer, Updater, Extensions) on PyTorch."""
 from trainerlib import convert, iterators, reporter, triggers, updaters  # noqa: F401
-from trainerlib.errors import OutputDirError, SnapshotError, TrainerlibError
+from trainerlib.errors import NonFiniteError, OutputDirError, SnapshotError, TrainerlibError
 from trainerlib.extension import (PRIORITY_EDITOR, PRIORITY_READER, PRIORITY_SNAPSHOT,
                                   PRIORITY_WRITER, Extension, make_extension)
 from trainerlib.models import Classifier
@@ -10,7 +10,7 @@ from trainerlib.trainer import Trainer
 
 __version__ = '0.1.0'
 
-__all__ = ['Classifier', 'DictSummary', 'Extension', 'OutputDirError', 'PRIORITY_EDITOR',
-           'PRIORITY_READER', 'PRIORITY_SNAPSHOT', 'PRIORITY_WRITER', 'Reporter',
-           'SnapshotError', 'Summary', 'Trainer', 'TrainerlibError', 'make_extension', 'report',
-           'report_scope', '__version__']
+__all__ = ['Classifier', 'DictSummary', 'Extension', 'NonFiniteError', 'OutputDirError',
+           'PRIORITY_EDITOR', 'PRIORITY_READER', 'PRIORITY_SNAPSHOT', 'PRIORITY_WRITER',
+           'Reporter', 'SnapshotError', 'Summary', 'Trainer', 'TrainerlibError',
+           'make_extension', 'report', 'report_scope', '__version__']

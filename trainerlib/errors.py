@@ -15,3 +15,7 @@ class OutputDirError(TrainerlibError, OSError):
 
 class ConfigError(TrainerlibError, ValueError):
     """A configuration file or ``--set`` override is invalid (key, type or value)."""
+
+
+class NonFiniteError(TrainerlibError, RuntimeError):
+    """A parameter or gradient became NaN or infinite (training diverged)."""

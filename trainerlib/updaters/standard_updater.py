@@ -71,6 +71,9 @@ class StandardUpdater(Updater):
 
     def update_core(self) -> None:
         optimizer = self._optimizers['main']
+        # cleared before the forward (as Chainer and the usual loop do), so extensions
+        # see this iteration's gradients after the update
+        optimizer.zero_grad(set_to_none=True)
         if self.accumulate == 1:
             self._forward_backward(self._iterators['main'].next(), 1.0)
         else:
@@ -85,7 +88,6 @@ class StandardUpdater(Updater):
                 torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
         amp.step(optimizer)
         amp.update()
-        optimizer.zero_grad(set_to_none=True)
 
     def _forward_backward(self, batch: Any, scale: float) -> None:
         in_arrays = self.converter(batch, self.device)
