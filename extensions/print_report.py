@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Union
+from typing import Any, Dict, List, Sequence, TextIO, Union
 
 from tqdm import tqdm
-from trainerlib.extension import PRIORITY_READER, Extension
+from trainerlib.extension import PRIORITY_READER
 
+from extensions.log_reader import LogReader
 from extensions.log_report import LogReport
 
 
@@ -17,7 +18,7 @@ def _cell(value: Any, width: int) -> str:
         return f'{value!s:<{width}}  '
 
 
-class PrintReport(Extension):
+class PrintReport(LogReader):
     """Prints a header once, then one row per new entry of a :class:`LogReport`.
 
     Columns are ``max(10, len(key))`` characters wide, separated by two spaces,
@@ -44,13 +45,9 @@ class PrintReport(Extension):
 
     def __init__(self, entries: Sequence[str], log_report: Union[str, LogReport] = 'LogReport',
                  out: TextIO = sys.stdout) -> None:
-        if not isinstance(log_report, (str, LogReport)):
-            raise TypeError('log_report must be the name of a registered LogReport or a '
-                            f'LogReport, got {type(log_report).__name__}')
+        super().__init__(log_report)
         self._entries = list(entries)
         self._widths = [max(10, len(key)) for key in self._entries]
-        self._log_report = log_report
-        self._resolved: Optional[LogReport] = None if isinstance(log_report, str) else log_report
         self._out = out
         self._printed = 0           # log entries already printed (saved)
         self._header_done = False   # per process: not saved
@@ -65,27 +62,16 @@ class PrintReport(Extension):
         return ''.join(_cell(entry[key], w) if key in entry else ' ' * (w + 2)
                        for key, w in zip(self._entries, self._widths)) + '\n'
 
-    def _get_log_report(self, trainer) -> LogReport:
-        if self._resolved is None:
-            found = trainer.get_extension(self._log_report)
-            if not isinstance(found, LogReport):
-                raise TypeError(f'PrintReport: the extension {self._log_report!r} is a '
-                                f'{type(found).__name__}, not a LogReport')
-            self._resolved = found
-        return self._resolved
-
     def __call__(self, trainer) -> None:
-        log_report = self._get_log_report(trainer)
-        if log_report is self._log_report:  # owned: feed it the observation
-            log_report(trainer)
-        if self._header_done and len(log_report.log) == self._printed:
+        log = self.read_log(trainer)
+        if self._header_done and len(log) == self._printed:
             return
-        self._print_new(log_report.log)
+        self._print_new(log)
 
     def finalize(self, trainer=None) -> None:
         """Print the entries emitted after this extension's last call, if any."""
         if trainer is not None and self._header_done:
-            log = self._get_log_report(trainer).log
+            log = self.log_report(trainer).log
             if len(log) > self._printed:
                 self._print_new(log)
 
@@ -101,12 +87,8 @@ class PrintReport(Extension):
                 out.flush()
 
     def state_dict(self) -> dict:
-        state: Dict[str, Any] = {'printed': self._printed}
-        if not isinstance(self._log_report, str):
-            state['log_report'] = self._log_report.state_dict()
-        return state
+        return {**super().state_dict(), 'printed': self._printed}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self._printed = state['printed']
-        if 'log_report' in state and not isinstance(self._log_report, str):
-            self._log_report.load_state_dict(state['log_report'])

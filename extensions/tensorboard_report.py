@@ -9,8 +9,9 @@ from typing import Any, Optional, Union
 import numpy as np
 from trainerlib import triggers
 from trainerlib._state import load_into, state_of
-from trainerlib.extension import PRIORITY_READER, Extension, TriggerLike
+from trainerlib.extension import PRIORITY_READER, TriggerLike
 
+from extensions.log_reader import LogReader
 from extensions.log_report import LogReport
 from extensions.parameter_statistics import Modules, named_parameters
 
@@ -25,7 +26,7 @@ def summary_writer_class() -> type:
     return SummaryWriter
 
 
-class TensorBoardReport(Extension):
+class TensorBoardReport(LogReader):
     """Writes each new :class:`LogReport` entry as TensorBoard scalars.
 
     Every numeric value of an entry is written with ``global_step =
@@ -65,12 +66,8 @@ class TensorBoardReport(Extension):
                  logdir: Optional[str] = None, writer: Any = None,
                  histograms: Optional[Modules] = None,
                  histogram_trigger: TriggerLike = (1, 'epoch')) -> None:
-        if not isinstance(log_report, (str, LogReport)):
-            raise TypeError('log_report must be the name of a registered LogReport or a '
-                            f'LogReport, got {type(log_report).__name__}')
+        super().__init__(log_report)
         self._writer_class = summary_writer_class() if writer is None else None
-        self._log_report = log_report
-        self._resolved: Optional[LogReport] = None if isinstance(log_report, str) else log_report
         self._logdir = logdir
         self.writer = writer
         self._owns_writer = writer is None
@@ -86,23 +83,12 @@ class TensorBoardReport(Extension):
             suffix = f'.{time.time_ns() % 10**9:09d}'
             self.writer = self._writer_class(logdir, filename_suffix=suffix)
 
-    def _get_log_report(self, trainer) -> LogReport:
-        if self._resolved is None:
-            found = trainer.get_extension(self._log_report)
-            if not isinstance(found, LogReport):
-                raise TypeError(f'TensorBoardReport: the extension {self._log_report!r} is a '
-                                f'{type(found).__name__}, not a LogReport')
-            self._resolved = found
-        return self._resolved
-
     def __call__(self, trainer) -> None:
         if self.writer is None:
             self.initialize(trainer)
-        log_report = self._get_log_report(trainer)
-        if log_report is self._log_report:  # owned: feed it the observation
-            log_report(trainer)
-        if len(log_report.log) > self._written:
-            self._write_entries(log_report.log)
+        log = self.read_log(trainer)
+        if len(log) > self._written:
+            self._write_entries(log)
         if self._histograms is not None and self._histogram_trigger(trainer):
             self._write_histograms(trainer)
 
@@ -141,13 +127,10 @@ class TensorBoardReport(Extension):
             self.writer.flush()
 
     def state_dict(self) -> dict:
-        state = {'written': self._written, 'histogram_trigger': state_of(self._histogram_trigger)}
-        if not isinstance(self._log_report, str):
-            state['log_report'] = self._log_report.state_dict()
-        return state
+        return {**super().state_dict(), 'written': self._written,
+                'histogram_trigger': state_of(self._histogram_trigger)}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self._written = state['written']
         load_into(self._histogram_trigger, state['histogram_trigger'])
-        if 'log_report' in state and not isinstance(self._log_report, str):
-            self._log_report.load_state_dict(state['log_report'])

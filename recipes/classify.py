@@ -29,6 +29,7 @@ import yaml
 
 import extensions as E
 from trainerlib import Classifier, Trainer, triggers
+from trainerlib.cli import run_cli
 from trainerlib.config import Choice, load_config, save_config
 from trainerlib.datasets import get_dataset, split_dataset_random
 from trainerlib.errors import ConfigError, OutputDirError, TrainerlibError
@@ -298,13 +299,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = parse_args(argv)
     try:
-        return run(args)
-    except (TrainerlibError, OSError) as e:
-        if args.debug:
-            raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f'error: {message}', file=sys.stderr)
-        return 2
+        return run_cli(lambda: run(args), args.debug)
     except KeyboardInterrupt:
         if args.debug:
             raise

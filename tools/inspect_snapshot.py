@@ -18,7 +18,8 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from trainerlib.errors import SnapshotError, TrainerlibError
+from trainerlib.cli import run_cli
+from trainerlib.errors import SnapshotError
 from trainerlib.serialization import load_state
 
 
@@ -137,15 +138,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='also list every tensor with its shape, dtype and size')
     parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         print('\n'.join(describe(args.snapshot, args.tensors)))
-    except (TrainerlibError, OSError) as e:
-        if args.debug:
-            raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f'error: {message}', file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli(run, args.debug)
 
 
 if __name__ == '__main__':

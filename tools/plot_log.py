@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+from trainerlib.cli import run_cli
 from trainerlib.errors import TrainerlibError
 
 from extensions.plot_report import new_figure, require_matplotlib, save_png
@@ -98,14 +99,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (TrainerlibError, OSError, ImportError) as e:
-        if args.debug:
-            raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f'error: {message}', file=sys.stderr)
-        return 2
+    return run_cli(lambda: run(args), args.debug)
 
 
 if __name__ == '__main__':

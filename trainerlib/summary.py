@@ -7,7 +7,6 @@ device-side running sums (one kernel, still no sync) to bound memory.
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, Dict, List, Optional, Tuple
 

@@ -8,7 +8,7 @@ import torch
 from trainerlib import reporter
 from trainerlib.convert import DeviceLike, concat_examples
 from trainerlib.updaters.amp import AmpContext
-from trainerlib.updaters.updater import Updater, as_dict
+from trainerlib.updaters.updater import Updater
 
 
 def call_with(fn: Callable, batch: Any) -> Any:

@@ -1,0 +1,50 @@
+"""LogReader: the base of extensions that consume a LogReport's entries."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Union
+
+from trainerlib.extension import Extension
+
+from extensions.log_report import LogReport
+
+
+class LogReader(Extension):
+    """Finds (or owns) a :class:`LogReport` and hands its entries to a subclass.
+
+    Args:
+        log_report: the registered name of a LogReport (default ``'LogReport'``),
+            or a LogReport object that this extension then owns: it feeds it the
+            observation every iteration and saves its state.
+    """
+
+    def __init__(self, log_report: Union[str, LogReport] = 'LogReport') -> None:
+        if not isinstance(log_report, (str, LogReport)):
+            raise TypeError('log_report must be the name of a registered LogReport or a '
+                            f'LogReport, got {type(log_report).__name__}')
+        self._log_report = log_report
+        self._resolved: Optional[LogReport] = None if isinstance(log_report, str) else log_report
+
+    def log_report(self, trainer) -> LogReport:
+        """The LogReport read by this extension."""
+        if self._resolved is None:
+            found = trainer.get_extension(self._log_report)
+            if not isinstance(found, LogReport):
+                raise TypeError(f'{type(self).__name__}: the extension {self._log_report!r} is '
+                                f'a {type(found).__name__}, not a LogReport')
+            self._resolved = found
+        return self._resolved
+
+    def read_log(self, trainer) -> List[Dict[str, Any]]:
+        """The log so far (feeding an owned LogReport this iteration's observation first)."""
+        log_report = self.log_report(trainer)
+        if log_report is self._log_report:
+            log_report(trainer)
+        return log_report.log
+
+    def state_dict(self) -> dict:
+        owned = not isinstance(self._log_report, str)
+        return {'log_report': self._log_report.state_dict()} if owned else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if 'log_report' in state and not isinstance(self._log_report, str):
+            self._log_report.load_state_dict(state['log_report'])
