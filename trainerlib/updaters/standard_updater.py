@@ -8,6 +8,7 @@ import torch
 from trainerlib import reporter
 from trainerlib.convert import DeviceLike, concat_examples
 from trainerlib.updaters.amp import AmpContext
+from trainerlib.updaters.grad_utils import clip_grads
 from trainerlib.updaters.updater import Updater
 
 
@@ -78,16 +79,10 @@ class StandardUpdater(Updater):
             self._forward_backward(self._iterators['main'].next(), 1.0)
         else:
             self._accumulate_micro_batches()
-        amp = self.amp
         if self.clip_grad_norm is not None or self.clip_grad_value is not None:
-            amp.unscale_(optimizer)
-            params = [p for g in optimizer.param_groups for p in g['params']]
-            if self.clip_grad_value is not None:
-                torch.nn.utils.clip_grad_value_(params, self.clip_grad_value)
-            if self.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
-        amp.step(optimizer)
-        amp.update()
+            clip_grads([optimizer], self.clip_grad_norm, self.clip_grad_value, self.amp)
+        self.amp.step(optimizer)
+        self.amp.update()
 
     def _forward_backward(self, batch: Any, scale: float) -> None:
         in_arrays = self.converter(batch, self.device)

@@ -1,0 +1,53 @@
+"""Helpers shared by multi-optimizer updaters."""
+import torch
+
+from trainerlib.updaters import (AmpContext, clip_grads, parameters_of, requires_grad, step_all,
+                                 zero_grads)
+
+
+def two_optimizers():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
+    shared = torch.nn.Parameter(torch.ones(2))
+    return a, b, shared, [torch.optim.SGD(list(a.parameters()) + [shared], lr=0.1),
+                          torch.optim.SGD(list(b.parameters()) + [shared], lr=0.1)]
+
+
+def backward(a, b, shared):
+    (b(a(torch.ones(4, 3)) * shared) * 100).sum().backward()
+
+
+def test_parameters_of_lists_shared_parameters_once():
+    a, b, shared, opts = two_optimizers()
+    params = parameters_of(opts)
+    assert len(params) == 5 and sum(p is shared for p in params) == 1
+
+
+def test_clip_grads_clips_the_global_norm_of_all_optimizers():
+    a, b, shared, opts = two_optimizers()
+    backward(a, b, shared)
+    clip_grads(opts, max_norm=1.0)
+    total = torch.sqrt(sum(p.grad.pow(2).sum() for p in parameters_of(opts)))
+    torch.testing.assert_close(total, torch.tensor(1.0))
+    clip_grads(opts, max_value=0.1)
+    assert max(p.grad.abs().max() for p in parameters_of(opts)) <= 0.1
+
+
+def test_step_all_and_zero_grads():
+    a, b, shared, opts = two_optimizers()
+    backward(a, b, shared)
+    before = [p.detach().clone() for p in parameters_of(opts)]
+    step_all(opts, AmpContext(False))
+    assert all(not torch.equal(p, q) for p, q in zip(parameters_of(opts), before))
+    zero_grads(opts)
+    assert all(p.grad is None for p in parameters_of(opts))
+
+
+def test_requires_grad_toggles_and_restores():
+    a, b, shared, _ = two_optimizers()
+    a.bias.requires_grad_(False)
+    with requires_grad(a, False):
+        assert not any(p.requires_grad for p in a.parameters())
+        backward(a, b, shared)
+    assert a.weight.grad is None and b.weight.grad is not None
+    assert a.weight.requires_grad and not a.bias.requires_grad

@@ -1,0 +1,75 @@
+"""Building blocks for updaters with several optimizers (multi-head, GAN, Path-SGD …)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator, List, Optional
+
+import torch
+
+from trainerlib.updaters.amp import AmpContext
+
+Optimizers = Iterable[torch.optim.Optimizer]
+
+
+def parameters_of(optimizers: Optimizers) -> List[torch.Tensor]:
+    """Every parameter of the optimizers, once each, in group order."""
+    seen, params = set(), []
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group['params']:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+    return params
+
+
+def zero_grads(optimizers: Optimizers) -> None:
+    """``zero_grad(set_to_none=True)`` on each optimizer."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+
+
+def clip_grads(optimizers: Optimizers, max_norm: Optional[float] = None,
+               max_value: Optional[float] = None, amp: Optional[AmpContext] = None) -> None:
+    """Clip the gradients of all the optimizers' parameters together.
+
+    Args:
+        optimizers: the optimizers whose parameters are clipped.
+        max_norm: clip the global 2-norm of all the gradients to this value.
+        max_value: clamp every gradient element to ``±max_value`` (applied first).
+        amp: unscale the gradients of each optimizer first (float16 AMP).
+    """
+    optimizers = list(optimizers)
+    if amp is not None:
+        for opt in optimizers:
+            amp.unscale_(opt)
+    params = parameters_of(optimizers)
+    if max_value is not None:
+        torch.nn.utils.clip_grad_value_(params, max_value)
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def step_all(optimizers: Optimizers, amp: Optional[AmpContext] = None) -> None:
+    """Step each optimizer (through the GradScaler if any), then update the scale once."""
+    amp = amp or AmpContext(False)
+    for opt in optimizers:
+        amp.step(opt)
+    amp.update()
+
+
+@contextlib.contextmanager
+def requires_grad(module: torch.nn.Module, flag: bool) -> Iterator[None]:
+    """Set ``requires_grad`` of the module's parameters to ``flag`` for a block, then restore.
+
+    E.g. freeze the discriminator while backpropagating the generator's loss through it.
+    """
+    params = list(module.parameters())
+    saved = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(flag)
+    try:
+        yield
+    finally:
+        for p, flag_before in zip(params, saved):
+            p.requires_grad_(flag_before)
