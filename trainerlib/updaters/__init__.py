@@ -1,9 +1,13 @@
 """Updaters define what one training iteration is."""
 from trainerlib.updaters.amp import AmpContext
+from trainerlib.updaters.gan_updater import GANUpdater
 from trainerlib.updaters.grad_utils import (clip_grads, parameters_of, requires_grad, step_all,
                                             zero_grads)
+from trainerlib.updaters.multi_head_updater import Head, MultiHeadUpdater
+from trainerlib.updaters.path_sgd_updater import PathSGDUpdater
 from trainerlib.updaters.standard_updater import StandardUpdater
 from trainerlib.updaters.updater import Updater
 
-__all__ = ['AmpContext', 'StandardUpdater', 'Updater', 'clip_grads', 'parameters_of',
-           'requires_grad', 'step_all', 'zero_grads']
+__all__ = ['AmpContext', 'GANUpdater', 'Head', 'MultiHeadUpdater', 'PathSGDUpdater',
+           'StandardUpdater', 'Updater', 'clip_grads', 'parameters_of', 'requires_grad',
+           'step_all', 'zero_grads']
