@@ -140,12 +140,3 @@ class GANUpdater(Updater):
         self.amp.scale(loss).backward()
         step_all([self.gen_opt], self.amp)
         reporter.report({'loss': loss}, self.gen)
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state['amp'] = self.amp.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.amp.load_state_dict(state.get('amp', {}))

@@ -148,12 +148,3 @@ class MultiHeadUpdater(Updater):
         factor = torch.where(finite, 1.0, float('nan'))
         for g in grads:
             g.mul_(factor)
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state['amp'] = self.amp.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.amp.load_state_dict(state.get('amp', {}))

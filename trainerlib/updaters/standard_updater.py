@@ -111,12 +111,3 @@ class StandardUpdater(Updater):
             merged[key] = torch.stack([torch.as_tensor(v) for v in values]).mean(0) \
                 if isinstance(values[0], torch.Tensor) else sum(values) / len(values)
         reporter.get_current_reporter().observation.update(merged)
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state['amp'] = self.amp.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.amp.load_state_dict(state.get('amp', {}))

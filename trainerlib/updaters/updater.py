@@ -27,7 +27,8 @@ class Updater:
     ``'main'``). The trainer calls :meth:`update` once per iteration; epoch
     bookkeeping comes from the ``'main'`` iterator. Subclasses that set
     ``self._iterators``, ``self._optimizers``, ``self._models`` and
-    ``self.iteration`` themselves (as Chainer custom updaters do) work too.
+    ``self.iteration`` themselves (as Chainer custom updaters do) work too. An
+    :class:`AmpContext` stored as ``self.amp`` is saved with the state.
 
     Args:
         iterators: an iterator or a dict of them.
@@ -102,7 +103,8 @@ class Updater:
         return {'iteration': self.iteration,
                 'iterators': {k: state_of(v) for k, v in self._iterators.items()},
                 'optimizers': {k: v.state_dict() for k, v in self._optimizers.items()},
-                'models': {k: v.state_dict() for k, v in self.get_all_models().items()}}
+                'models': {k: v.state_dict() for k, v in self.get_all_models().items()},
+                'amp': state_of(getattr(self, 'amp', None))}   # an AmpContext's GradScaler
 
     def load_state_dict(self, state: dict) -> None:
         for k, model in self.get_all_models().items():
@@ -114,6 +116,7 @@ class Updater:
         for k, it in self._iterators.items():
             load_into(it, _get(state['iterators'], k, 'saved iterator'))
         self.iteration = state['iteration']
+        load_into(getattr(self, 'amp', None), state.get('amp', {}))
 
 
 def check_same_shapes(expected: Mapping[str, Any], saved: Mapping[str, Any], what: str) -> None:
