@@ -51,3 +51,18 @@ def test_requires_grad_toggles_and_restores():
         backward(a, b, shared)
     assert a.weight.grad is None and b.weight.grad is not None
     assert a.weight.requires_grad and not a.bias.requires_grad
+
+
+def test_an_overflow_in_one_optimizer_makes_every_optimizer_skip():
+    a, b, shared, _ = two_optimizers()
+    # weight decay: an optimizer stepping on zeroed gradients would still move
+    opts = [torch.optim.SGD(list(a.parameters()) + [shared], lr=0.1, weight_decay=0.1),
+            torch.optim.SGD(b.parameters(), lr=0.1, weight_decay=0.1)]
+    amp = AmpContext('float16', 'cpu')
+    amp.scale(b(a(torch.ones(4, 3)) * shared).sum()).backward()
+    a.weight.grad[0, 0] = float('inf')            # only the first optimizer overflowed
+    before = [p.detach().clone() for p in parameters_of(opts)]
+    clip_grads(opts, max_norm=1.0, amp=amp)
+    step_all(opts, amp)
+    assert all(torch.equal(p, q) for p, q in zip(parameters_of(opts), before))
+    assert amp.scaler.get_scale() < 65536.0        # the scale was lowered once

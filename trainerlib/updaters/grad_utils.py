@@ -37,9 +37,12 @@ def clip_grads(optimizers: Optimizers, max_norm: Optional[float] = None,
         optimizers: the optimizers whose parameters are clipped.
         max_norm: clip the global 2-norm of all the gradients to this value.
         max_value: clamp every gradient element to ``±max_value`` (applied first).
-        amp: unscale the gradients of each optimizer first (float16 AMP).
+        amp: unscale the gradients of each optimizer first (float16 AMP); with several
+            optimizers, an overflow anywhere makes all of them skip (see
+            :func:`skip_all_on_overflow`).
     """
     optimizers = list(optimizers)
+    skip_all_on_overflow(optimizers, amp)   # before a global clip spreads one inf to all
     if amp is not None:
         for opt in optimizers:
             amp.unscale_(opt)
@@ -48,6 +51,23 @@ def clip_grads(optimizers: Optimizers, max_norm: Optional[float] = None,
         torch.nn.utils.clip_grad_value_(params, max_value)
     if max_norm is not None:
         torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def skip_all_on_overflow(optimizers: Optimizers, amp: Optional[AmpContext]) -> None:
+    """With a GradScaler and several optimizers: if any gradient overflowed, make them all
+    NaN, so that every optimizer skips this step (the scaler decides per optimizer).
+
+    No host-device sync: the decision stays on the device. A no-op without a scaler.
+    """
+    optimizers = list(optimizers)
+    if amp is None or amp.scaler is None or len(optimizers) < 2:
+        return
+    grads = [p.grad for p in parameters_of(optimizers) if p.grad is not None]
+    if grads:
+        finite = torch.nn.utils.get_total_norm(grads).isfinite()
+        factor = torch.where(finite, 1.0, float('nan'))
+        for g in grads:
+            g.mul_(factor)
 
 
 def step_all(optimizers: Optimizers, amp: Optional[AmpContext] = None) -> None:

@@ -11,7 +11,8 @@ from trainerlib import reporter
 from trainerlib.convert import DeviceLike, concat_examples
 from trainerlib.models import accuracy
 from trainerlib.updaters.amp import AmpContext
-from trainerlib.updaters.grad_utils import clip_grads, parameters_of, step_all, zero_grads
+from trainerlib.updaters.grad_utils import (clip_grads, parameters_of, skip_all_on_overflow,
+                                            step_all, zero_grads)
 from trainerlib.updaters.updater import Updater
 
 Selector = Union[int, str, Callable[[Any], Any]]
@@ -102,7 +103,6 @@ class MultiHeadUpdater(Updater):
                 self._check_optimizer(f'head {name!r}', head.module, head.optimizer, name)
         # each optimizer once, even if given under several names
         self._steppers = list({id(o): o for o in self._optimizers.values()}.values())
-        self._params = parameters_of(self._steppers)
 
     def _check_optimizer(self, what: str, module: torch.nn.Module, name: Optional[str],
                          default: str) -> None:
@@ -133,18 +133,9 @@ class MultiHeadUpdater(Updater):
                     observation['accuracy'] = accuracy(y, t)
                 reporter.report(observation, head.module)
         self.amp.scale(total).backward()
-        if self.amp.scaler is not None:
-            self._skip_all_on_overflow()
         if self.clip_grad_norm is not None:
             clip_grads(self._steppers, self.clip_grad_norm, amp=self.amp)
+        else:
+            skip_all_on_overflow(self._steppers, self.amp)
         step_all(self._steppers, self.amp)
         reporter.report({'main/loss': total})
-
-    def _skip_all_on_overflow(self) -> None:
-        """float16: if any gradient overflowed, make all NaN so that every optimizer skips
-        (the GradScaler decides per optimizer; a global clip would spread the NaN)."""
-        grads = [p.grad for p in self._params if p.grad is not None]
-        finite = torch.nn.utils.get_total_norm(grads).isfinite()
-        factor = torch.where(finite, 1.0, float('nan'))
-        for g in grads:
-            g.mul_(factor)
