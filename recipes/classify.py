@@ -11,32 +11,32 @@ train / 2,000 test with a fixed seed) and compared::
     python -m recipes.classify --out result --resume             # continue a run
 
 Writes ``out/config.yaml`` (the effective config), ``out/<model>/`` (``log``,
-``snapshot_iter_*``, ``best_model.pt``, ``final.json``) and, for ``model=both``,
-``out/results.json``. A user error prints ``error: ...`` and exits with status 2.
+``snapshot_iter_*``, ``best_model.pt``, ``final.json``), ``out/summary.json`` and, for
+``model=both``, ``out/results.json``. A user error prints ``error: ...`` and exits with
+status 2 (see :mod:`recipes.launcher` for the common options).
 """
 from __future__ import annotations
 
-import argparse
-import json
+import functools
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 
 import extensions as E
 from trainerlib import Classifier, Trainer, triggers
-from trainerlib.cli import run_cli
-from trainerlib.config import Choice, load_config, save_config
+from recipes.launcher import Context, launch, schema_of, write_json
+from trainerlib.config import Choice, load_config
 from trainerlib.datasets import get_dataset, split_dataset_random
-from trainerlib.errors import ConfigError, OutputDirError, TrainerlibError
+from trainerlib.errors import ConfigError, TrainerlibError
 from trainerlib.iterators import SerialIterator
-from trainerlib.serialization import atomic_open
+from trainerlib.serialization import load_snapshot
 from trainerlib.updaters import StandardUpdater
 
+NAME = 'classify'
 MODELS = ('mlp', 'cnn')
 DEFAULTS: Dict[str, Any] = {
     'dataset': Choice('kmnist-test', 'mnist-test', 'digits'),
@@ -52,6 +52,7 @@ DEFAULTS: Dict[str, Any] = {
         'epochs': 10,
         'batch_size': 64,
         'lr': 0.001,        # Adam, as the seed
+        'label_smoothing': 0.0,  # > 0 keeps the classifier from being over-confident
         'snapshot_every_epochs': 1,
     },
 }
@@ -113,21 +114,12 @@ def check_values(cfg: Dict[str, Any]) -> None:
                               f'got {train[key]}')
     if not train['lr'] > 0:
         raise ConfigError(f"config key 'train.lr' must be > 0, got {train['lr']}")
+    if not 0 <= train['label_smoothing'] < 1:
+        raise ConfigError("config key 'train.label_smoothing' must be in [0, 1), got "
+                          f"{train['label_smoothing']}")
     if not 0 < cfg['data']['test_fraction'] < 1:
         raise ConfigError("config key 'data.test_fraction' must be between 0 and 1 "
                           f"(exclusive), got {cfg['data']['test_fraction']}")
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"config key 'device' expects a torch device such as 'cpu' or "
-                          f"'cuda', got {name!r}") from None
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ConfigError(f'device {name!r} was asked for but CUDA is not available here; '
-                          'use --device cpu')
-    return device
 
 
 def load_data(cfg: Dict[str, Any]):
@@ -145,42 +137,23 @@ def load_data(cfg: Dict[str, Any]):
     return train, test, tuple(images.shape[1:]), int(labels.max()) + 1
 
 
-def previous_run_files(out: str) -> List[str]:
-    if not os.path.isdir(out):
-        return []
-    return sorted(n for n in os.listdir(out) if n == 'log' or n.startswith('snapshot_iter_'))
+def load_trained(run_dir: str, model: str = 'cnn') -> Tuple[nn.Module, Dict[str, Any]]:
+    """The best predictor of a classify run (``run_dir/<model>/best_model.pt``) and its config.
 
-
-def check_fresh(out: str, names) -> None:
-    """Refuse to start over in a directory that holds a run (it would be overwritten)."""
-    for name in names:
-        previous = previous_run_files(os.path.join(out, name))
-        if previous:
-            raise OutputDirError(f'{os.path.join(out, name)} already holds a run '
-                                 f'({", ".join(previous[:3])}); pass --resume to continue it, '
-                                 'or choose another --out')
-
-
-def check_resume(out: str, cfg: Dict[str, Any]) -> None:
-    """Refuse to resume a run made on other data (its snapshots would not load)."""
-    path = os.path.join(out, 'config.yaml')
-    if not os.path.isfile(path):
-        return
-    try:
-        with open(path, encoding='utf-8') as f:
-            saved = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f'--resume: cannot read the saved config {path}: {e}') from None
-    for key in RESUME_KEYS:
-        if key in saved and saved[key] != cfg[key]:
-            raise ConfigError(f'--resume: {key!r} is {cfg[key]!r} but the run in {out} used '
-                              f'{saved[key]!r}; resume with the same {key}, or choose another '
-                              '--out')
-
-
-def write_json(obj: Any, path: str) -> None:
-    with atomic_open(path, 'w', durable=False) as f:
-        json.dump(obj, f, indent=2)
+    The predictor is in eval mode and returns logits. Raises :class:`TrainerlibError`
+    (with the fix) when ``run_dir`` is not a finished classify run of that model.
+    """
+    config_path = os.path.join(run_dir, 'config.yaml')
+    weights = os.path.join(run_dir, model, 'best_model.pt')
+    if not os.path.isfile(config_path) or not os.path.isfile(weights):
+        raise TrainerlibError(f'{run_dir!r} holds no trained {model} (expected config.yaml and '
+                              f'{model}/best_model.pt); train one with: python -m recipes.classify '
+                              f'--set model={model} --out {run_dir}')
+    cfg = load_config(config_path, schema_of(sys.modules[__name__]))
+    _, _, image_shape, n_classes = load_data(cfg)
+    predictor = build_predictor(model, image_shape, n_classes)
+    load_snapshot(weights, predictor)
+    return predictor.eval(), cfg
 
 
 def train_model(name: str, cfg: Dict[str, Any], data, out: str, device: torch.device,
@@ -190,7 +163,9 @@ def train_model(name: str, cfg: Dict[str, Any], data, out: str, device: torch.de
     tcfg = cfg['train']
     epochs, batch_size = tcfg['epochs'], tcfg['batch_size']
     torch.manual_seed(cfg['seed'])
-    model = Classifier(build_predictor(name, image_shape, n_classes))
+    smoothing = tcfg['label_smoothing']
+    model = Classifier(build_predictor(name, image_shape, n_classes),
+                       lossfun=functools.partial(F.cross_entropy, label_smoothing=smoothing))
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg['lr'])
     train_iter = SerialIterator(train, batch_size)
     test_iter = SerialIterator(test, batch_size, repeat=False, shuffle=False)
@@ -209,7 +184,8 @@ def train_model(name: str, cfg: Dict[str, Any], data, out: str, device: torch.de
                                   'validation/main/loss', 'validation/main/accuracy',
                                   'elapsed_time'], out=sys.stdout))
     trainer.extend(E.ProgressBar(out=sys.stdout))
-    if resume and not any(n.startswith('snapshot_iter_') for n in previous_run_files(out)):
+    if resume and not (os.path.isdir(out) and any(n.startswith('snapshot_iter_')
+                                                  for n in os.listdir(out))):
         print(f'{name}: no snapshot to resume in {out}; starting from scratch')
 
     trainer.run()
@@ -228,84 +204,36 @@ def train_model(name: str, cfg: Dict[str, Any], data, out: str, device: torch.de
     }
 
 
-def flat_keys(schema: Dict[str, Any], prefix: str = '') -> List[str]:
-    return [k for key, value in schema.items()
-            for k in (flat_keys(value, f'{prefix}{key}.') if isinstance(value, dict)
-                      else [prefix + key])]
-
-
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog='python -m recipes.classify', description=__doc__.split('\n\n')[0],
-        epilog='Config keys (--set KEY=VALUE, values read as YAML): '
-               f'{", ".join(flat_keys(DEFAULTS))}. Example: recipes/configs/classify.yaml.')
-    parser.add_argument('--config', help='YAML file of settings (default: built-in defaults)')
-    parser.add_argument('--set', dest='overrides', action='append', default=[],
-                        metavar='KEY=VALUE', help='override a setting, e.g. train.epochs=3')
-    parser.add_argument('--out', default='result', help='output directory (default: result)')
-    parser.add_argument('--device', help="shorthand for --set device=… ('cpu', 'cuda')")
-    parser.add_argument('--seed', type=int, help='shorthand for --set seed=N')
-    parser.add_argument('--resume', action='store_true',
-                        help='continue from the newest snapshot in the output directory')
-    parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
-    return parser.parse_args(argv)
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.device is not None:
-        overrides.append(f'device={args.device}')
-    if args.seed is not None:
-        overrides.append(f'seed={args.seed}')
-    cfg = load_config(args.config, DEFAULTS, overrides)
-    check_values(cfg)
-    device = resolve_device(cfg['device'])
-    if args.resume:
-        check_resume(args.out, cfg)
-    names = MODELS if cfg['model'] == 'both' else (cfg['model'],)
-    if not args.resume:
-        check_fresh(args.out, names)
-    data = load_data(cfg)
+def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
+    """Train the model(s) of ``cfg`` on ``ctx.data``; return the summary."""
+    data, device = ctx.data, ctx.device
     print(f"{cfg['dataset']}: {len(data[0])} train / {len(data[1])} test images of shape "
           f'{"x".join(map(str, data[2]))}, {data[3]} classes; device {device}')
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        save_config(cfg, os.path.join(args.out, 'config.yaml'))
-    except OSError as e:
-        raise OutputDirError(f'cannot write to the output directory {args.out!r}: '
-                             f'{e.strerror or e}; choose a writable --out') from None
-
+    names = MODELS if cfg['model'] == 'both' else (cfg['model'],)
     results = {}
     for name in names:
         print(f'== {name} ==')
-        final = train_model(name, cfg, data, os.path.join(args.out, name), device, args.resume)
-        write_json(final, os.path.join(args.out, name, 'final.json'))
+        final = train_model(name, cfg, data, ctx.path(name), device, ctx.resume)
+        write_json(final, ctx.path(name, 'final.json'))
         results[name] = final
     print()
     for name, final in results.items():
         print(f"{name}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} "
               f"epochs (best {final['best_test_accuracy']:.4f} at epoch {final['best_epoch']}), "
               f"{final['parameters']} parameters, {final['elapsed_time']:.1f} s of training "
-              f"-> {os.path.join(args.out, name, 'final.json')}")
+              f"-> {ctx.path(name, 'final.json')}")
+    summary: Dict[str, Any] = {'dataset': cfg['dataset'], 'models': results}
     if len(results) == 2:
         gap = results['cnn']['test_accuracy'] - results['mlp']['test_accuracy']
-        write_json({'dataset': cfg['dataset'], 'models': results, 'cnn_minus_mlp': gap},
-                   os.path.join(args.out, 'results.json'))
-        print(f'cnn - mlp: {gap:+.4f} test accuracy -> {os.path.join(args.out, "results.json")}')
-    return 0
+        summary['cnn_minus_mlp'] = gap
+        write_json(summary, ctx.path('results.json'))
+        print(f"cnn - mlp: {gap:+.4f} test accuracy -> {ctx.path('results.json')}")
+    return summary
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
-    args = parse_args(argv)
-    try:
-        return run_cli(lambda: run(args), args.debug)
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print(f'interrupted; continue with: python -m recipes.classify --out {args.out} '
-              '--resume (plus the same --config/--set)', file=sys.stderr)
-        return 130
+    return launch(sys.modules[__name__], argv)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,9 @@ pytest.importorskip('sklearn')  # the digits data set comes with scikit-learn
 
 import extensions as E  # noqa: E402
 from recipes import classify  # noqa: E402
+from recipes.launcher import schema_of  # noqa: E402
 from trainerlib.config import load_config  # noqa: E402
+from trainerlib.convert import concat_examples  # noqa: E402
 from trainerlib.iterators import SerialIterator  # noqa: E402
 from trainerlib.serialization import load_snapshot  # noqa: E402
 
@@ -27,8 +29,8 @@ def without_time(log):
 
 
 def test_shipped_config_is_the_defaults():
-    shipped = load_config(str(CONFIG), classify.DEFAULTS, [])
-    assert shipped == load_config(None, classify.DEFAULTS, [])
+    schema = schema_of(classify)
+    assert load_config(str(CONFIG), schema, []) == load_config(None, schema, [])
 
 
 def test_digits_both_models(tmp_path, capsys):
@@ -68,7 +70,7 @@ def test_digits_both_models(tmp_path, capsys):
     # best_model.pt holds the predictor's weights; loaded into a fresh CNN it scores the best
     cnn = classify.CNN(1, 10, image_size=8)
     load_snapshot(str(out / 'cnn' / 'best_model.pt'), cnn)
-    train, test, _, _ = classify.load_data(load_config(None, classify.DEFAULTS, DIGITS[1::2]))
+    train, test, _, _ = classify.load_data(load_config(None, schema_of(classify), DIGITS[1::2]))
     evaluator = E.Evaluator(SerialIterator(test, 100, repeat=False, shuffle=False),
                             classify.Classifier(cnn))
     accuracy = evaluator()['validation/main/accuracy']
@@ -167,3 +169,18 @@ def test_kmnist_cnn_beats_mlp(tmp_path, capsys):
     assert cnn > 0.9 and mlp > 0.75
     assert cnn - mlp > 0.05, (mlp, cnn)
     assert os.path.isfile(tmp_path / 'cnn' / 'best_model.pt')
+
+
+def test_load_trained_returns_the_best_model(tmp_path, capsys):
+    argv = DIGITS + ['--set', 'model=cnn', '--set', 'train.epochs=2',
+                     '--set', 'train.label_smoothing=0.1', '--out', str(tmp_path)]
+    assert classify.main(argv) == 0
+    predictor, cfg = classify.load_trained(str(tmp_path), 'cnn')
+    assert cfg['train']['label_smoothing'] == 0.1 and not predictor.training
+    _, test, _, _ = classify.load_data(cfg)
+    images, labels = concat_examples([test[i] for i in range(len(test))])
+    accuracy = (predictor(images).argmax(1) == labels).float().mean().item()
+    best = read_json(tmp_path / 'cnn' / 'final.json')['best_test_accuracy']
+    assert accuracy == pytest.approx(best, abs=1e-6)
+    with pytest.raises(classify.TrainerlibError, match='model=mlp'):
+        classify.load_trained(str(tmp_path), 'mlp')

@@ -1,0 +1,208 @@
+"""One command line for every recipe: config, overrides, output directory, resume, errors.
+
+A recipe module defines ``NAME``, ``DEFAULTS`` (the config schema, see
+:mod:`trainerlib.config`), optionally ``check_values(cfg)`` (range checks) and
+``RESUME_KEYS`` (settings a resumed run must share with the run it continues), and
+optionally ``load_data(cfg)`` (run before anything is written; its result is
+``ctx.data``), and ``run(cfg, ctx) -> dict`` which trains and returns the headline numbers. Its
+``main(argv)`` is ``launch(module, argv)``::
+
+    python -m recipes.<name> [--config FILE] [--set key.sub=VALUE ...] [--out DIR]
+                             [--device cpu|cuda] [--seed N] [--resume] [--debug]
+    python -m recipes <name> ...          # the same, by name
+
+The launcher validates everything before training, refuses to overwrite a run (or to
+resume one made by another recipe or on other data), writes ``out/config.yaml`` (the
+effective config, loadable with ``--config``) and ``out/summary.json`` (what ``run``
+returned). User errors print one line and exit 2; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import yaml
+
+from trainerlib.cli import run_cli
+from trainerlib.config import Choice, load_config, save_config
+from trainerlib.errors import ConfigError, OutputDirError
+from trainerlib.serialization import atomic_open
+
+RUN_FILES = ('config.yaml', 'log', 'summary.json')
+"""A directory holding one of these (or a ``snapshot_*`` file) holds a run."""
+
+
+@dataclasses.dataclass
+class Context:
+    """What a recipe's ``run(cfg, ctx)`` gets besides its config.
+
+    Attributes:
+        out: output directory (exists, holds ``config.yaml``).
+        device: the torch device of ``cfg['device']``.
+        resume: whether to continue from the newest snapshot (``snapshot(autoload=...)``).
+        data: what the recipe's optional ``load_data(cfg)`` returned (None without one);
+            it runs before anything is written, so bad data leaves ``out`` untouched.
+    """
+    out: str
+    device: torch.device
+    resume: bool
+    data: Any = None
+
+    def path(self, *parts: str) -> str:
+        """A path inside the output directory."""
+        return os.path.join(self.out, *parts)
+
+
+def flat_keys(schema: Dict[str, Any], prefix: str = '') -> List[str]:
+    """``['a', 'b.c', ...]``: every settable key of a schema."""
+    return [k for key, value in schema.items()
+            for k in (flat_keys(value, f'{prefix}{key}.') if isinstance(value, dict)
+                      else [prefix + key])]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, or a :class:`ConfigError` naming the fix."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"config key 'device' expects a torch device such as 'cpu' or "
+                          f"'cuda', got {name!r}") from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f'device {name!r} was asked for but CUDA is not available here; '
+                          'use --device cpu')
+    return device
+
+
+def write_json(obj: Any, path: str) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_open(path, 'w', durable=False) as f:
+        json.dump(obj, f, indent=2)
+        f.write('\n')
+
+
+def schema_of(recipe: ModuleType) -> Dict[str, Any]:
+    """The recipe's schema with the ``recipe`` key (its name) that every config carries."""
+    return {'recipe': Choice(recipe.NAME), **recipe.DEFAULTS}
+
+
+def previous_run(out: str) -> List[str]:
+    """Files of a run found in ``out`` or its subdirectories (one level), sorted."""
+    found = []
+    for folder in (out, *(os.path.join(out, d) for d in _subdirs(out))):
+        for name in _listdir(folder):
+            if name in RUN_FILES or name.startswith('snapshot_'):
+                found.append(os.path.relpath(os.path.join(folder, name), out))
+    return sorted(found)
+
+
+def _listdir(folder: str) -> List[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _subdirs(folder: str) -> List[str]:
+    return [d for d in _listdir(folder) if os.path.isdir(os.path.join(folder, d))]
+
+
+def check_resume(out: str, cfg: Dict[str, Any], keys: Sequence[str]) -> None:
+    """Refuse to resume a run of another recipe, or one made with other ``keys``."""
+    path = os.path.join(out, 'config.yaml')
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding='utf-8') as f:
+            saved = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f'--resume: cannot read the saved config {path}: {e}') from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f'--resume: the saved config {path} is not a mapping; '
+                          'choose another --out')
+    if saved.get('recipe') != cfg['recipe']:
+        raise ConfigError(f"--resume: {out} holds a run of recipe {saved.get('recipe')!r}, "
+                          f"not {cfg['recipe']!r}; choose another --out")
+    for key in keys:
+        if key in saved and saved[key] != cfg[key]:
+            raise ConfigError(f'--resume: {key!r} is {cfg[key]!r} but the run in {out} used '
+                              f'{saved[key]!r}; resume with the same {key}, or choose another '
+                              '--out')
+
+
+def parse_args(recipe: ModuleType, argv: Optional[List[str]]) -> argparse.Namespace:
+    doc = (recipe.__doc__ or '').strip()
+    parser = argparse.ArgumentParser(
+        prog=f'python -m recipes.{recipe.NAME}', description=doc.split('\n\n')[0],
+        epilog='Config keys (--set KEY=VALUE, values read as YAML): '
+               f'{", ".join(flat_keys(recipe.DEFAULTS))}. '
+               f'Example: recipes/configs/{recipe.NAME}.yaml.')
+    parser.add_argument('--config', help='YAML file of settings (default: built-in defaults)')
+    parser.add_argument('--set', dest='overrides', action='append', default=[],
+                        metavar='KEY=VALUE', help='override a setting, e.g. train.epochs=3')
+    parser.add_argument('--out', default=os.path.join('result', recipe.NAME),
+                        help=f'output directory (default: result/{recipe.NAME})')
+    parser.add_argument('--device', help="shorthand for --set device=… ('cpu', 'cuda')")
+    parser.add_argument('--seed', type=int, help='shorthand for --set seed=N')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue from the newest snapshot in the output directory')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
+    return parser.parse_args(argv)
+
+
+def prepare(recipe: ModuleType, args: argparse.Namespace) -> Dict[str, Any]:
+    """Load and check the config, and check the output directory; writes nothing."""
+    overrides = list(args.overrides)
+    for key in ('device', 'seed'):
+        if getattr(args, key) is not None:
+            if key not in recipe.DEFAULTS:
+                raise ConfigError(f'--{key}: recipe {recipe.NAME!r} has no {key!r} setting')
+            overrides.append(f'{key}={getattr(args, key)}')
+    cfg = load_config(args.config, schema_of(recipe), overrides)
+    check = getattr(recipe, 'check_values', None)
+    if check is not None:
+        check(cfg)
+    if args.resume:
+        check_resume(args.out, cfg, getattr(recipe, 'RESUME_KEYS', ()))
+    else:
+        previous = previous_run(args.out)
+        if previous:
+            raise OutputDirError(f'{args.out} already holds a run ({", ".join(previous[:3])}); '
+                                 'pass --resume to continue it, or choose another --out')
+    return cfg
+
+
+def execute(recipe: ModuleType, args: argparse.Namespace) -> int:
+    cfg = prepare(recipe, args)
+    device = resolve_device(cfg['device']) if 'device' in cfg else torch.device('cpu')
+    load_data = getattr(recipe, 'load_data', None)
+    data = load_data(cfg) if load_data is not None else None
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        save_config(cfg, os.path.join(args.out, 'config.yaml'))
+    except OSError as e:
+        raise OutputDirError(f'cannot write to the output directory {args.out!r}: '
+                             f'{e.strerror or e}; choose a writable --out') from None
+    summary = recipe.run(cfg, Context(args.out, device, args.resume, data))
+    path = os.path.join(args.out, 'summary.json')
+    write_json(summary, path)
+    print(f'summary -> {path}')
+    return 0
+
+
+def launch(recipe: ModuleType, argv: Optional[List[str]] = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the recipe; return the exit status."""
+    args = parse_args(recipe, argv)
+    try:
+        return run_cli(lambda: execute(recipe, args), args.debug)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f'interrupted; continue with: python -m recipes.{recipe.NAME} --out {args.out} '
+              '--resume (plus the same --config/--set)', file=sys.stderr)
+        return 130
