@@ -1,117 +1,216 @@
-"""Per-iteration overhead of trainerlib over a hand-written loop (first version).
+"""Per-iteration overhead of trainerlib over a hand-written loop, and over its peers.
 
-Runs, in one process and interleaved shuffled rounds, on a tiny MLP (64-64-10,
-batch 32, in-memory tensors, one thread):
+In one process, one torch thread, interleaved rounds in a shuffled order:
 
-  hand      zero_grad / forward / loss / backward / step, no per-step .item()
-  bare      Trainer + StandardUpdater + SerialIterator (shuffle=False)
-  default   bare + LogReport + PrintReport + ProgressBar (printing to a null sink)
+  hand / hand-item / hand-full   (a) the hand loop; (b) with .item() each step; with eval + save
+  bare / default / ... / full    (c)-(e) trainerlib: no extension; LogReport + PrintReport +
+                                 ProgressBar; + snapshot every N; + Evaluator + snapshot every N
+  ppe*, ignite*, lightning*      peers, minimal and logging (only if installed: pip install .[bench])
 
-and prints the median time per iteration and the ratio to ``hand``. Every
-contestant must end with the same weights as the hand loop (checked).
+on an MLP 64-64-10 (batch 32) and a small CNN (1x28x28, batch 64), in-memory batches,
+plain SGD. A run's time per iteration is its steady state (see _bench_common.Clock);
+ratios to the hand loop are paired per round, then the median over rounds is shown.
+Every contestant must end with exactly the hand loop's weights (else exit status 1).
+Then (f) Path-SGD vs SGD step time and (g) SerialIterator vs DataLoader batches/s.
 
-    python tools/bench_overhead.py [--iterations 2000] [--rounds 7]
+    python tools/bench_overhead.py [--rounds 7] [--iterations 2000] [--cnn-iterations 300]
+    python tools/bench_overhead.py --profile default     # where (d)'s extra time goes (MLP)
+    python tools/bench_overhead.py --check-sync          # no host-device sync (needs CUDA)
 """
 from __future__ import annotations
 
 import argparse
-import io
+import importlib.metadata
+import os
+import platform
 import random
 import statistics
+import sys
 import tempfile
-import time
+from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-import extensions as E
-from trainerlib import Trainer
-from trainerlib.iterators import SerialIterator
-from trainerlib.updaters import StandardUpdater
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # the _bench_* modules
 
-BATCH, N_BATCHES = 32, 50
+import _bench_loader  # noqa: E402
+import _bench_own  # noqa: E402
+import _bench_peers  # noqa: E402
+import bench_path_sgd  # noqa: E402
+from _bench_common import Contestant, Run, Settings, Workload, make_workload  # noqa: E402
+from _bench_profile import profile  # noqa: E402
+from _bench_sync import check_sync  # noqa: E402
 
-
-def make_data():
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(BATCH * N_BATCHES, 64, generator=g), \
-        torch.randint(0, 10, (BATCH * N_BATCHES,), generator=g)
+DESCRIPTIONS = {**_bench_own.DESCRIPTIONS, **_bench_peers.DESCRIPTIONS}
 
 
-def make_model():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else ``platform.processor()``."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown CPU'
 
 
-def hand(iterations, x, t, out):
-    model = make_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    batches = [(x[i * BATCH:(i + 1) * BATCH], t[i * BATCH:(i + 1) * BATCH])
-               for i in range(N_BATCHES)]
-    start = time.perf_counter()
-    for i in range(iterations):
-        xb, tb = batches[i % N_BATCHES]
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xb), tb)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start, model
+def load() -> str:
+    try:
+        return f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs'
+    except OSError:
+        return 'unknown'
 
 
-def trainerlib_run(iterations, x, t, out, stack):
-    model = make_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    dataset = torch.utils.data.TensorDataset(x, t)
-    updater = StandardUpdater(SerialIterator(dataset, BATCH, shuffle=False), opt, model,
-                              loss_func=lambda xb, tb: F.cross_entropy(model(xb), tb))
-    trainer = Trainer(updater, (iterations, 'iteration'), out=out)
-    if stack:
-        sink = io.StringIO()
-        trainer.extend(E.LogReport(trigger=(N_BATCHES, 'iteration')))
-        trainer.extend(E.PrintReport(['epoch', 'iteration', 'elapsed_time'], out=sink))
-        trainer.extend(E.ProgressBar(out=sink))
-    start = time.perf_counter()
-    trainer.run()
-    return time.perf_counter() - start, model
+def header(args: argparse.Namespace) -> List[str]:
+    versions = []
+    for dist in ('pytorch-pfn-extras', 'pytorch-ignite', 'lightning'):
+        try:
+            versions.append(f'{dist} {importlib.metadata.version(dist)}')
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    missing = _bench_peers.missing_peers()
+    return [f'device: cpu ({cpu_name()}); torch {torch.__version__}; python '
+            f'{platform.python_version()}; torch threads {torch.get_num_threads()}',
+            f'rounds: {args.rounds} in shuffled order after one warm-up run of each contestant; '
+            'ratios to hand paired per round; medians over rounds',
+            f'peers: {", ".join(versions) or "none"}; missing: '
+            f'{", ".join(missing) if missing else "none"}',
+            f'load average at start: {load()} (timings on a busy machine are noise)']
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--iterations', type=int, default=2000)
-    parser.add_argument('--rounds', type=int, default=7)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    x, t = make_data()
-    out = tempfile.mkdtemp(prefix='bench_overhead_')
-    contestants = {
-        'hand': hand,
-        'bare': lambda n, x, t, o: trainerlib_run(n, x, t, o, False),
-        'default': lambda n, x, t, o: trainerlib_run(n, x, t, o, True),
-    }
-    for run in contestants.values():      # warm-up
-        run(200, x, t, out)
-    _, reference = hand(args.iterations, x, t, out)
-    times = {name: [] for name in contestants}
-    ratios = {name: [] for name in contestants}
-    for _ in range(args.rounds):
-        order = list(contestants)
+def same_weights(run: Run, ref: Run) -> Optional[float]:
+    """None if the weights are bit-identical, else the largest absolute difference."""
+    if all(torch.equal(a, b) for a, b in zip(run.params, ref.params)):
+        return None
+    return max((a - b).abs().max().item() for a, b in zip(run.params, ref.params))
+
+
+def measure(w: Workload, contestants: Dict[str, Contestant], n: int, rounds: int,
+            s: Settings) -> Dict[str, Dict[str, object]]:
+    """Median per-iteration seconds, paired ratio to ``'hand'`` (median, min, max), median
+    fixed seconds and the largest weight difference from hand (None: identical)."""
+    for fn in contestants.values():
+        fn(w, min(n, 200), s)
+        torch.set_num_threads(1)   # in case a framework changed it
+    runs: Dict[str, List[Run]] = {name: [] for name in contestants}
+    differ: Dict[str, Optional[float]] = {name: None for name in contestants}
+    order = list(contestants)
+    for _ in range(rounds):
         random.shuffle(order)
-        this_round = {}
         for name in order:
-            seconds, model = contestants[name](args.iterations, x, t, out)
-            for a, b in zip(model.parameters(), reference.parameters()):
-                if not torch.equal(a, b):
-                    raise SystemExit(f'{name} did not end with the hand loop\'s weights')
-            this_round[name] = seconds / args.iterations
-            times[name].append(this_round[name])
+            runs[name].append(contestants[name](w, n, s))
+            torch.set_num_threads(1)
+        ref = runs['hand'][-1]
         for name in contestants:
-            ratios[name].append(this_round[name] / this_round['hand'])
-    print(f'{"contestant":<10} {"us/iter":>9} {"ratio":>7}   (median of {args.rounds} rounds, '
-          f'{args.iterations} iterations each, ratios paired per round)')
-    for name in contestants:
-        print(f'{name:<10} {statistics.median(times[name]) * 1e6:9.1f} '
-              f'{statistics.median(ratios[name]):7.3f}')
+            diff = same_weights(runs[name][-1], ref)
+            if diff is not None:
+                differ[name] = max(diff, differ[name] or 0.0)
+    result = {}
+    for name, rs in runs.items():
+        ratios = [r.per_iteration / h.per_iteration for r, h in zip(rs, runs['hand'])]
+        result[name] = {'us': 1e6 * statistics.median(r.per_iteration for r in rs),
+                        'ratio': statistics.median(ratios), 'lo': min(ratios),
+                        'hi': max(ratios), 'fixed_ms': 1e3 * statistics.median(r.fixed for r in rs),
+                        'differ': differ[name]}
+    return result
+
+
+def table(w: Workload, n: int, s: Settings, result: Dict[str, Dict[str, object]]) -> List[str]:
+    lines = [f'{w.name}: {w.title}; {n} iterations per run; snapshot/evaluation every '
+             f'{s.snapshot_every}',
+             f'  {"contestant":17s} {"us/iter":>9s} {"ratio":>6s} {"(min-max)":>13s} '
+             f'{"fixed ms":>9s}  {"weights":10s} what']
+    for name, r in result.items():
+        weights = 'reference' if name == 'hand' else (
+            '== hand' if r['differ'] is None else f'DIFFER {r["differ"]:.1e}')
+        lines.append(f'  {name:17s} {r["us"]:9.1f} {r["ratio"]:6.3f} '
+                     f'({r["lo"]:5.3f}-{r["hi"]:5.3f}) {r["fixed_ms"]:9.1f}  {weights:10s} '
+                     f'{DESCRIPTIONS.get(name, "")}')
+    return lines
+
+
+def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--rounds', type=int, default=7, help='interleaved rounds (default 7)')
+    parser.add_argument('--iterations', type=int, default=2000, help='MLP iterations per run')
+    parser.add_argument('--cnn-iterations', type=int, default=300, help='CNN iterations per run')
+    parser.add_argument('--snapshot-every', type=int, default=100,
+                        help='iterations between snapshots/evaluations (default 100)')
+    parser.add_argument('--workloads', nargs='+', choices=['mlp', 'cnn'], default=['mlp', 'cnn'])
+    parser.add_argument('--only', nargs='+', metavar='NAME',
+                        help='run only these contestants (hand is always run)')
+    parser.add_argument('--no-peers', action='store_true', help='leave out the peer frameworks')
+    parser.add_argument('--path-sgd-steps', type=int, default=10,
+                        help='(f) steps per round, 0 to skip (default 10)')
+    parser.add_argument('--loader-batches', type=int, default=500,
+                        help='(g) batches per round, 0 to skip (default 500)')
+    parser.add_argument('--profile', metavar='NAME',
+                        help='only profile this contestant against hand on the MLP')
+    parser.add_argument('--check-sync', action='store_true',
+                        help='only check that the default stack does not sync on CUDA')
+    args = parser.parse_args(argv)
+    for key in ('rounds', 'snapshot_every'):
+        if getattr(args, key) < 1:
+            parser.error(f'--{key.replace("_", "-")} must be >= 1')
+    if min(args.iterations, args.cnn_iterations) < 2:
+        parser.error('--iterations and --cnn-iterations must be >= 2')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(1)
+    workloads = [make_workload(name) for name in args.workloads]
+    if args.check_sync:
+        lines = check_sync(workloads)
+        print('\n'.join(lines))
+        return 1 if any('SYNC' in line for line in lines) else 0
+    contestants = dict(_bench_own.own_contestants())
+    if not args.no_peers:
+        contestants.update(_bench_peers.peer_contestants())
+    unknown = sorted(set(args.only or []) - set(contestants) | (
+        {args.profile} - set(contestants) if args.profile else set()))
+    if unknown:
+        print(f'error: unknown contestant(s) {", ".join(unknown)}; known: '
+              f'{", ".join(contestants)}', file=sys.stderr)
+        return 2
+    if args.only:
+        contestants = {k: v for k, v in contestants.items() if k == 'hand' or k in args.only}
+    with tempfile.TemporaryDirectory(prefix='bench_overhead_') as tmp, \
+            open(os.devnull, 'w') as sink:
+        settings = Settings(args.snapshot_every, sink, tmp)
+        if args.profile:
+            w = make_workload('mlp')
+            print('\n'.join(profile(args.profile, contestants[args.profile],
+                                    contestants['hand'], w, args.iterations, settings)))
+            return 0
+        print('\n'.join(header(args)))
+        failed = False
+        for w in workloads:
+            n = args.iterations if w.name == 'mlp' else args.cnn_iterations
+            result = measure(w, contestants, n, args.rounds, settings)
+            print('\n'.join(table(w, n, settings, result)), flush=True)
+            failed |= any(r['differ'] is not None for r in result.values())
+    if args.loader_batches:
+        for w in workloads:
+            rates = _bench_loader.measure(w.x, w.t, w.batch, args.loader_batches, args.rounds)
+            print('\n'.join(_bench_loader.report(
+                rates, f'(g) {w.name} data {tuple(w.x.shape[1:])}, batch {w.batch}, '
+                f'{args.loader_batches} batches per round, shuffled')), flush=True)
+    if args.path_sgd_steps:
+        torch.set_flush_denormal(True)
+        med = bench_path_sgd.measure(args.path_sgd_steps, args.rounds)
+        torch.set_flush_denormal(False)
+        print('(f) Path-SGD vs SGD: ' + '\n'.join(
+            bench_path_sgd.report(med, args.path_sgd_steps, args.rounds)))
+    print(f'load average at end: {load()}')
+    if failed:
+        print('error: some contestants did not end with the hand loop\'s weights',
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

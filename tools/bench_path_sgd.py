@@ -50,6 +50,36 @@ def timed_steps(make_opt: Callable[[torch.nn.Module], torch.optim.Optimizer],
     return {'step': statistics.median(whole[1:]), 'opt': statistics.median(step_only[1:])}
 
 
+def measure(steps: int = 20, rounds: int = 9) -> Dict[str, Dict[str, float]]:
+    """Median seconds per whole step (``'step'``) and per ``optimizer.step()`` (``'opt'``)
+    of SGD and Path-SGD, alternating in ``rounds`` shuffled rounds of ``steps`` steps,
+    with the current ``torch.get_num_threads()``."""
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(BATCH, SIZES[0], generator=g), torch.randint(0, 10, (BATCH,), generator=g)
+    contestants = {'sgd': lambda m: torch.optim.SGD(m.parameters(), lr=0.01),
+                   'path_sgd': lambda m: PathSGD(m, lr=0.01)}
+    results: Dict[str, List[Dict[str, float]]] = {name: [] for name in contestants}
+    order = list(contestants)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for name in order:
+            results[name].append(timed_steps(contestants[name], x, t, steps))
+    return {name: {k: statistics.median(r[k] for r in runs) for k in ('step', 'opt')}
+            for name, runs in results.items()}
+
+
+def report(med: Dict[str, Dict[str, float]], steps: int, rounds: int) -> List[str]:
+    """The printed lines for the result of :func:`measure`."""
+    lines = [f'784-1000-1000-10 MLP, batch {BATCH}, float32, {torch.get_num_threads()} '
+             f'thread(s), {rounds} rounds x {steps} steps (median)']
+    for name, m in med.items():
+        lines.append(f'  {name:9s} step {1e3 * m["step"]:8.2f} ms   optimizer.step() '
+                     f'{1e3 * m["opt"]:7.2f} ms')
+    lines.append(f'  ratio path_sgd/sgd per step: {med["path_sgd"]["step"] / med["sgd"]["step"]:.3f}'
+                 ' (target <= 1.3)')
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
@@ -58,24 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    g = torch.Generator().manual_seed(0)
-    x, t = torch.randn(BATCH, SIZES[0], generator=g), torch.randint(0, 10, (BATCH,), generator=g)
-    contestants = {'sgd': lambda m: torch.optim.SGD(m.parameters(), lr=0.01),
-                   'path_sgd': lambda m: PathSGD(m, lr=0.01)}
-    results: Dict[str, List[Dict[str, float]]] = {name: [] for name in contestants}
-    order = list(contestants)
-    for _ in range(args.rounds):
-        random.shuffle(order)
-        for name in order:
-            results[name].append(timed_steps(contestants[name], x, t, args.steps))
-    med = {name: {k: statistics.median(r[k] for r in runs) for k in ('step', 'opt')}
-           for name, runs in results.items()}
-    print(f'784-1000-1000-10 MLP, batch {BATCH}, float32, {args.threads} thread(s), '
-          f'{args.rounds} rounds x {args.steps} steps (median)')
-    for name, m in med.items():
-        print(f'  {name:9s} step {1e3 * m["step"]:8.2f} ms   optimizer.step() '
-              f'{1e3 * m["opt"]:7.2f} ms')
-    print(f'  ratio path_sgd/sgd per step: {med["path_sgd"]["step"] / med["sgd"]["step"]:.3f}')
+    print('\n'.join(report(measure(args.steps, args.rounds), args.steps, args.rounds)))
 
 
 if __name__ == '__main__':

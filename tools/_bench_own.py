@@ -1,0 +1,138 @@
+"""The hand-written loops and the trainerlib contestants of tools/bench_overhead.py."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
+import extensions as E
+from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish
+from trainerlib import Classifier, Trainer
+from trainerlib.iterators import SerialIterator
+from trainerlib.updaters import StandardUpdater
+
+
+def hand(w: Workload, n: int, s: Settings) -> Run:
+    """(a) zero_grad / forward / loss / backward / step; no ``.item()``."""
+    model = w.make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    clock = Clock(opt, n, s.period)
+    batches, nb = w.batches, len(w.batches)
+    started = time.perf_counter()
+    for i in range(n):
+        x, t = batches[i % nb]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), t)
+        loss.backward()
+        opt.step()
+    return finish(clock, started, n, model)
+
+
+def hand_item(w: Workload, n: int, s: Settings) -> Run:
+    """(b) as (a), plus the usual ``running += loss.item()`` and a printed mean every 50."""
+    model = w.make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    clock = Clock(opt, n, s.period)
+    batches, nb = w.batches, len(w.batches)
+    running = 0.0
+    started = time.perf_counter()
+    for i in range(n):
+        x, t = batches[i % nb]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), t)
+        loss.backward()
+        opt.step()
+        running += loss.item()
+        if (i + 1) % LOG_EVERY == 0:
+            print(f'iteration {i + 1} loss {running / LOG_EVERY:.4f}', file=s.sink)
+            running = 0.0
+    return finish(clock, started, n, model)
+
+
+def hand_full(w: Workload, n: int, s: Settings) -> Run:
+    """(a) plus, every ``snapshot_every`` iterations, a validation pass and a torch.save
+    of model + optimizer: the hand-written counterpart of (e)."""
+    model = w.make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    clock = Clock(opt, n, s.period)
+    batches, nb, val = w.batches, len(w.batches), w.val_batches()
+    out = tempfile.mkdtemp(dir=s.tmp)
+    started = time.perf_counter()
+    for i in range(n):
+        x, t = batches[i % nb]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), t)
+        loss.backward()
+        opt.step()
+        if (i + 1) % s.snapshot_every == 0:
+            model.eval()
+            with torch.no_grad():
+                total = sum(F.cross_entropy(model(vx), vt, reduction='sum') for vx, vt in val)
+            model.train()
+            print(f'iteration {i + 1} val loss {total.item() / len(w.val_x):.4f}', file=s.sink)
+            torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict()},
+                       os.path.join(out, f'snapshot_iter_{i + 1}'))
+    run = finish(clock, started, n, model)
+    shutil.rmtree(out)
+    return run
+
+
+def trainerlib_run(w: Workload, n: int, s: Settings, stack: str) -> Run:
+    """(c)-(e): Trainer + StandardUpdater + SerialIterator (in order) with ``stack`` =
+    'bare' (no extension), 'default' (LogReport + PrintReport + ProgressBar every 50
+    iterations, to the null sink), 'snapshot' (default + snapshot every N) or 'full'
+    (default + Evaluator + snapshot every N). The loss is reported through
+    ``Classifier(accfun=None)``, so the work equals the hand loop's."""
+    model = w.make_model()
+    classifier = Classifier(model, accfun=None)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    clock = Clock(opt, n, s.period)
+    iterator = SerialIterator(torch.utils.data.TensorDataset(w.x, w.t), w.batch, shuffle=False)
+    out = tempfile.mkdtemp(dir=s.tmp)
+    trainer = Trainer(StandardUpdater(iterator, opt, classifier), (n, 'iteration'), out=out)
+    every = (s.snapshot_every, 'iteration')
+    if stack != 'bare':
+        trainer.extend(E.LogReport(trigger=(LOG_EVERY, 'iteration')))
+        trainer.extend(E.PrintReport(['epoch', 'iteration', 'main/loss', 'elapsed_time'],
+                                     out=s.sink))
+        trainer.extend(E.ProgressBar(out=s.sink))
+    if stack == 'full':
+        val = SerialIterator(torch.utils.data.TensorDataset(w.val_x, w.val_t), w.batch,
+                             repeat=False, shuffle=False)
+        trainer.extend(E.Evaluator(val, classifier), trigger=every)
+    if stack in ('snapshot', 'full'):
+        trainer.extend(E.snapshot(), trigger=every)
+    started = time.perf_counter()
+    trainer.run()
+    run = finish(clock, started, n, model)
+    shutil.rmtree(out)
+    return run
+
+
+def own_contestants() -> Dict[str, Contestant]:
+    """Name -> contestant, in table order (the first is the reference)."""
+    return {
+        'hand': hand,
+        'hand-item': hand_item,
+        'hand-full': hand_full,
+        'bare': lambda w, n, s: trainerlib_run(w, n, s, 'bare'),
+        'default': lambda w, n, s: trainerlib_run(w, n, s, 'default'),
+        'default+snapshot': lambda w, n, s: trainerlib_run(w, n, s, 'snapshot'),
+        'full': lambda w, n, s: trainerlib_run(w, n, s, 'full'),
+    }
+
+
+DESCRIPTIONS = {
+    'hand': '(a) hand loop, no .item()',
+    'hand-item': '(b) hand loop, .item() each step, print every 50',
+    'hand-full': 'hand + eval + torch.save every N',
+    'bare': '(c) Trainer + StandardUpdater',
+    'default': '(d) c + LogReport/PrintReport/ProgressBar',
+    'default+snapshot': 'd + snapshot every N',
+    'full': '(e) d + Evaluator + snapshot every N',
+}
