@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import warnings
 from typing import Any, Callable, List, Optional
 
 from trainerlib.errors import NonFiniteError, SnapshotError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension
-from trainerlib.serialization import load_state, save_state
+from trainerlib.serialization import cpu_copy, load_state, save_state
+
+
+_PARTIAL = re.compile(r'^\.(.+)\.[^.]+\.tmp$')
 
 
 def _pattern(template: str) -> 're.Pattern[str]':
@@ -26,7 +30,7 @@ class Snapshot(Extension):
 
     def __init__(self, target: Any = None, filename: str = 'snapshot_iter_{.updater.iteration}',
                  n_retains: int = -1, autoload: bool = False, snapshot_on_error: bool = False,
-                 condition: Optional[Callable[[], bool]] = None) -> None:
+                 condition: Optional[Callable[[], bool]] = None, background: bool = True) -> None:
         if n_retains == 0:
             raise ValueError('n_retains=0 would delete every snapshot; use -1 to keep all')
         self._target = target
@@ -37,27 +41,60 @@ class Snapshot(Extension):
         self.snapshot_on_error = snapshot_on_error
         self._condition = condition
         self._pattern = _pattern(filename)
+        self.background = background
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+        self._last_path: Optional[str] = None
 
     def _target_of(self, trainer) -> Any:
         return trainer if self._target is None else self._target
 
     def __call__(self, trainer) -> None:
         if self._condition is None or self._condition():
-            self.write(trainer)
+            self.write(trainer, background=self.background)
 
-    def write(self, trainer) -> str:
-        """Write the snapshot now; returns its path."""
-        name = self.filename.format(trainer)
-        path = os.path.join(trainer.out, name)
+    def write(self, trainer, background: bool = False) -> str:
+        """Write the snapshot; returns its path.
+
+        With ``background`` the state is first copied to the CPU (so training can go
+        on changing it) and written by a thread; the previous write is waited for
+        first, and :meth:`wait` (called by ``finalize``) waits for this one.
+        """
+        self.wait()
+        path = os.path.join(trainer.out, self.filename.format(trainer))
         state = self._target_of(trainer).state_dict()
+        self._last_path = path
+        if not background:
+            self._save(state, path)
+            return path
+        self._thread = threading.Thread(target=self._save_in_thread, args=(cpu_copy(state), path),
+                                        name='trainerlib-snapshot', daemon=True)
+        self._thread.start()
+        return path
+
+    def wait(self) -> None:
+        """Wait for a background write; raise its error (the older snapshots are intact)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _save_in_thread(self, state: Any, path: str) -> None:
+        try:
+            self._save(state, path)
+        except BaseException as e:  # re-raised in the training thread by wait()
+            self._error = e
+
+    def _save(self, state: Any, path: str) -> None:
         try:
             save_state(state, path)
         except OSError as e:
             raise OSError(e.errno, f'could not write snapshot {path!r} ({e.strerror or e}); '
                           'the previous snapshots are intact') from None
         if self.n_retains > 0:
-            self._remove_old(trainer.out, keep=name)
-        return path
+            self._remove_old(os.path.dirname(path), keep=os.path.basename(path))
 
     def _existing(self, out: str) -> List[str]:
         """Matching snapshot files in ``out``, oldest first."""
@@ -76,6 +113,7 @@ class Snapshot(Extension):
                 pass
 
     def initialize(self, trainer) -> None:
+        self._remove_partial_writes(trainer.out)
         if not self.autoload:
             return
         target = self._target_of(trainer)
@@ -93,10 +131,36 @@ class Snapshot(Extension):
                                 f'loaded ({"; ".join(skipped)}); remove them or choose '
                                 'another output directory')
 
+    def _remove_partial_writes(self, out: str) -> None:
+        """Delete temporary files left by a process killed while writing a snapshot."""
+        if not os.path.isdir(out):
+            return
+        for name in os.listdir(out):
+            partial = _PARTIAL.match(name)  # what serialization.atomic_open writes first
+            if partial and self._pattern.match(partial.group(1)):
+                try:
+                    os.remove(os.path.join(out, name))
+                except OSError:
+                    pass
+
     def on_error(self, trainer, exc, tb) -> None:
+        try:
+            self.wait()
+        except Exception as e:  # the training error matters more; say it and go on
+            warnings.warn(f'a background snapshot write failed: {e}')
         # a diverged state (NaN/Inf) must never replace a good snapshot
         if self.snapshot_on_error and not isinstance(exc, NonFiniteError):
             self.write(trainer)
+
+    def on_preemption(self, trainer) -> None:
+        """A signal stops training: save the trainer now, unless this iteration just did."""
+        if self._target is not None:
+            return
+        if self._last_path != os.path.join(trainer.out, self.filename.format(trainer)):
+            self.write(trainer)
+
+    def finalize(self, trainer=None) -> None:
+        self.wait()
 
     @property
     def default_name(self) -> str:
@@ -105,7 +169,8 @@ class Snapshot(Extension):
 
 def snapshot(filename: str = 'snapshot_iter_{.updater.iteration}', *, target: Any = None,
              n_retains: int = -1, autoload: bool = False, snapshot_on_error: bool = False,
-             condition: Optional[Callable[[], bool]] = None) -> Snapshot:
+             condition: Optional[Callable[[], bool]] = None,
+             background: bool = True) -> Snapshot:
     """Snapshot of the whole trainer (or ``target``), as Chainer's ``extensions.snapshot``.
 
     The file holds every model, optimizer, iterator position, trigger and
@@ -123,15 +188,25 @@ def snapshot(filename: str = 'snapshot_iter_{.updater.iteration}', *, target: An
         snapshot_on_error: also write a snapshot when training raises (except for a
             :class:`~trainerlib.errors.NonFiniteError`: a diverged state is never saved).
         condition: optional ``fn() -> bool``; skip writing when it returns False.
+        background: copy the state to the CPU and write it from a thread while
+            training goes on (one write at a time; ``finalize`` waits for it).
+
+    When a signal preempts training (see :mod:`trainerlib.preemption`) a trainer
+    snapshot is written after the last complete iteration. Files left half-written
+    by a killed process (hidden ``.tmp`` files) are deleted at start.
     """
-    return Snapshot(target, filename, n_retains, autoload, snapshot_on_error, condition)
+    return Snapshot(target, filename, n_retains, autoload, snapshot_on_error, condition,
+                    background)
 
 
 def snapshot_object(target: Any, filename: str, *, n_retains: int = -1,
                     autoload: bool = False, snapshot_on_error: bool = False,
-                    condition: Optional[Callable[[], bool]] = None) -> Snapshot:
+                    condition: Optional[Callable[[], bool]] = None,
+                    background: bool = True) -> Snapshot:
     """Snapshot of one object (a model, an optimizer …): ``target.state_dict()``.
 
     Load it back with ``trainerlib.serialization.load_snapshot(path, target)``.
+    Arguments as :func:`snapshot`.
     """
-    return Snapshot(target, filename, n_retains, autoload, snapshot_on_error, condition)
+    return Snapshot(target, filename, n_retains, autoload, snapshot_on_error, condition,
+                    background)

@@ -55,9 +55,9 @@ def recorded(snapshot, writes):
     """Make ``snapshot`` append ``(file name, epoch)`` to ``writes`` when it writes."""
     write = snapshot.write
 
-    def write_and_record(trainer):
+    def write_and_record(trainer, **kwargs):
         writes.append((snapshot.filename, trainer.updater.epoch))
-        return write(trainer)
+        return write(trainer, **kwargs)
     snapshot.write = write_and_record
 
 

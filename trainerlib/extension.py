@@ -49,6 +49,10 @@ class Extension:
     def on_error(self, trainer, exc: BaseException, tb) -> None:
         """Called when the training loop raises; must not raise itself."""
 
+    def on_preemption(self, trainer) -> None:
+        """Called when a signal stops training, after the last complete iteration and
+        before ``finalize`` (``extensions.snapshot`` writes its file here)."""
+
     def finalize(self, trainer=None) -> None:
         """Called once when training ends, normally or by an exception."""
 

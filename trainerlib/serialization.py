@@ -73,6 +73,26 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def cpu_copy(state: Any) -> Any:
+    """A copy of a state (dicts, lists, tuples, tensors, plain values) that shares no
+    tensor storage with it: tensors are cloned to the CPU, containers rebuilt.
+
+    Training may go on while the copy is written (see ``extensions.snapshot``).
+    """
+    if isinstance(state, torch.Tensor):
+        return state.detach().to('cpu', copy=True)
+    if isinstance(state, dict):
+        copy = type(state)()
+        for key, value in state.items():
+            copy[key] = cpu_copy(value)
+        if hasattr(state, '_metadata'):  # a module's state_dict: keep its version info
+            copy._metadata = state._metadata
+        return copy
+    if isinstance(state, (list, tuple)) and not hasattr(state, '_fields'):
+        return type(state)(cpu_copy(v) for v in state)
+    return state  # numbers, strings, None: immutable
+
+
 def save_state(state: Any, path: str) -> None:
     """Save a state dict as a versioned trainerlib snapshot file (atomically)."""
     save_file({'format': FORMAT, 'version': _version(), 'state': state}, path)

@@ -1,6 +1,7 @@
 """The Trainer: runs the updater until the stop trigger fires, calling extensions."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -13,6 +14,7 @@ from trainerlib import reporter as reporter_module
 from trainerlib._state import load_into, state_of
 from trainerlib.errors import OutputDirError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension, as_extension
+from trainerlib.preemption import Preempted, Preemption
 from trainerlib.rng import get_rng_state, set_rng_state
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
 
@@ -44,6 +46,11 @@ class Trainer:
             None never stops.
         out: output directory (created when training starts).
         extensions: extensions to register with their defaults.
+
+    Attributes:
+        preemption: how SIGTERM/SIGINT stop the run (see
+            :class:`~trainerlib.preemption.Preemption`; default: both signals, 60 s
+            grace period); set to None to leave signal handling alone.
     """
 
     def __init__(self, updater, stop_trigger: TriggerLike = None, out: str = 'result',
@@ -61,6 +68,7 @@ class Trainer:
         self._final_elapsed: Optional[float] = None
         self._running = False
         self._done = False
+        self.preemption: Optional[Preemption] = Preemption()
         updater.connect_trainer(self)
         for ext in extensions or ():
             self.extend(ext)
@@ -138,18 +146,32 @@ class Trainer:
         last = [e for e in entries if e.priority <= PRIORITY_SNAPSHOT]
         self._running = True
         self._start_at = time.perf_counter()
-        failed = False
-        try:
-            self._initialize(entries)
-            self._loop(regular, last)
-        except BaseException as exc:
-            failed = True
-            self._on_error(entries, exc)
-            raise
-        finally:
-            self._final_elapsed = self.elapsed_time
-            self._running, self._done = False, True
-            self._finalize(entries, failed)
+        failed, signum = False, None
+        guard = self.preemption if self.preemption is not None else contextlib.nullcontext()
+        with guard:
+            try:
+                self._initialize(entries)
+                self._loop(regular, last)
+                signum = self._signal_received()
+                if signum is not None:
+                    self._preempt(entries)
+            except BaseException as exc:
+                failed = True
+                self._on_error(entries, exc)
+                raise
+            finally:
+                self._final_elapsed = self.elapsed_time
+                self._running, self._done = False, True
+                self._finalize(entries, failed)
+        if signum is not None:
+            raise Preempted(signum, self.updater.iteration)
+
+    def _signal_received(self) -> Optional[int]:
+        return None if self.preemption is None else self.preemption.received
+
+    def _preempt(self, entries: List[_Entry]) -> None:
+        for entry in entries:
+            entry.extension.on_preemption(self)
 
     def _initialize(self, entries: List[_Entry]) -> None:
         # Extensions that restore the trainer (snapshot autoload) go first, so the
@@ -168,7 +190,8 @@ class Trainer:
         update = self.updater.update
         stop_trigger = self.stop_trigger
         reporter = self.reporter
-        while not stop_trigger(self):
+        preemption = self.preemption or Preemption(signals=())  # never receives
+        while preemption.received is None and not stop_trigger(self):
             self.observation = reporter.observation = {}
             with reporter:
                 update()
