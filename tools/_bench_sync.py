@@ -26,13 +26,13 @@ WARM_UP = 5   # iterations before the check starts (lazy initialisation may sync
 
 
 def _origin(exc: BaseException) -> str:
-    """The innermost frame of ``exc`` that is not in torch: where the sync was asked for."""
+    """The two innermost frames of ``exc`` outside torch: the synchronizing call and its caller."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if f'{os.sep}torch{os.sep}' not in f.filename]
     if not frames:
         return 'inside torch'
-    f = frames[-1]
-    return f'{os.path.relpath(f.filename)}:{f.lineno} in {f.name}'
+    return ' <- '.join(f'{os.path.relpath(f.filename)}:{f.lineno} in {f.name}'
+                       for f in reversed(frames[-2:]))
 
 
 def check_default_stack(w: Workload, iterations: int, device: str, data_on_device: bool,

@@ -121,12 +121,12 @@ def table(w: Workload, n: int, s: Settings, result: Dict[str, Dict[str, object]]
     lines = [f'{w.name}: {w.title}; {n} iterations per run; snapshot/evaluation every '
              f'{s.snapshot_every}',
              f'  {"contestant":17s} {"us/iter":>9s} {"ratio":>6s} {"(min-max)":>13s} '
-             f'{"fixed ms":>9s}  {"weights":10s} what']
+             f'{"fixed ms":>9s}  {"weights":14s} what']
     for name, r in result.items():
         weights = 'reference' if name == 'hand' else (
             '== hand' if r['differ'] is None else f'DIFFER {r["differ"]:.1e}')
         lines.append(f'  {name:17s} {r["us"]:9.1f} {r["ratio"]:6.3f} '
-                     f'({r["lo"]:5.3f}-{r["hi"]:5.3f}) {r["fixed_ms"]:9.1f}  {weights:10s} '
+                     f'({r["lo"]:5.3f}-{r["hi"]:5.3f}) {r["fixed_ms"]:9.1f}  {weights:14s} '
                      f'{DESCRIPTIONS.get(name, "")}')
     return lines
 
