@@ -57,9 +57,12 @@ def plot(cells: Dict[str, Dict[str, Any]], path: str, title: str) -> None:
             for ax, key in ((loss_ax, 'train_loss'), (err_ax, 'test_error')):
                 ax.plot(c['epoch'][-1:], _positive(c[key][-1:]), marker='x', markersize=12,
                         color=style['color'], linestyle='none')
+    from matplotlib.ticker import NullFormatter
+    figure.subplots_adjust(wspace=0.3)
     for ax, what in ((loss_ax, 'training loss (cross-entropy, full train set)'),
                      (err_ax, 'test error')):
         ax.set_yscale('log')
+        ax.yaxis.set_minor_formatter(NullFormatter())   # no overlapping minor labels
         ax.set_xlabel('epoch')
         ax.set_ylabel(what)
         ax.grid(True, which='both', alpha=0.3)

@@ -43,6 +43,8 @@ DEFAULTS: Dict[str, Any] = {
     'dataset': Choice('mnist-test', 'kmnist-test', 'digits'),
     'seed': 0,              # balanced weights and batch order (the same for every cell)
     'device': 'cpu',
+    'threads': 1,           # torch CPU threads (0: torch's default); the nets are small
+    'dtype': Choice('float32', 'float64'),   # float64: Path-SGD's two curves agree to ~1e-15
     'data': {
         'root': None,       # folder with mnist/ or kmnist/ files; None: the shipped copy
         'test_fraction': 0.2,
@@ -60,7 +62,7 @@ DEFAULTS: Dict[str, Any] = {
     'train': {'epochs': 10, 'batch_size': 100, 'snapshot_every_epochs': 1},
 }
 # A resumed grid must be the same experiment (the cells are compared with each other).
-RESUME_KEYS = ('dataset', 'data', 'seed', 'model', 'unbalance', 'lr')
+RESUME_KEYS = ('dataset', 'data', 'dtype', 'seed', 'model', 'unbalance', 'lr')
 
 
 def check_values(cfg: Dict[str, Any]) -> None:
@@ -71,6 +73,7 @@ def check_values(cfg: Dict[str, Any]) -> None:
 
     for key in ('epochs', 'batch_size', 'snapshot_every_epochs'):
         need(cfg['train'][key] >= 1, f'train.{key}', 'an integer >= 1', cfg['train'][key])
+    need(cfg['threads'] >= 0, 'threads', 'an integer >= 0 (0: torch default)', cfg['threads'])
     for key in ('hidden', 'depth'):
         need(cfg['model'][key] >= 1, f'model.{key}', 'an integer >= 1', cfg['model'][key])
     for key, lr in cfg['lr'].items():
@@ -89,7 +92,7 @@ def check_values(cfg: Dict[str, Any]) -> None:
 
 
 def load_data(cfg: Dict[str, Any]) -> Tuple[TupleDataset, TupleDataset]:
-    """Flattened images split (train, test) with the fixed split seed, standardised.
+    """Flattened images (``cfg['dtype']``) split (train, test) with the fixed seed, standardised.
 
     Inputs are ``(x - m) / s`` with the scalar mean ``m`` and std ``s`` of the
     training pixels (one scalar each, so no pixel is blown up by a tiny std).
@@ -102,7 +105,7 @@ def load_data(cfg: Dict[str, Any]) -> Tuple[TupleDataset, TupleDataset]:
     except ValueError as e:
         raise TrainerlibError(f"dataset {cfg['dataset']!r}: {e}") from None
     images, labels = dataset.datasets
-    images = torch.as_tensor(images, dtype=torch.float32)
+    images = torch.as_tensor(images, dtype=getattr(torch, cfg['dtype']))
     labels = torch.as_tensor(labels, dtype=torch.long)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(data['split_seed']))
     n_test = max(1, round(len(images) * data['test_fraction']))
@@ -128,7 +131,7 @@ def run_cell(init: str, opt_name: str, cfg: Dict[str, Any], ctx: Context) -> Dic
     in_features = train.datasets[0].shape[1]
     n_classes = int(max(train.datasets[1].max(), test.datasets[1].max())) + 1
     predictor = build_mlp(in_features, cfg['model']['hidden'], cfg['model']['depth'],
-                          n_classes, cfg['seed'])
+                          n_classes, cfg['seed']).to(getattr(torch, cfg['dtype']))
     if init == 'unbalanced':
         u = cfg['unbalance']
         unbalance(predictor, u['fraction'], u['scale'], u['sigma'], u['seed'])
@@ -199,7 +202,20 @@ def headline(cells: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
-    """Train every cell of the grid, then plot, tabulate and return the summary."""
+    """Train every cell of the grid, then plot, tabulate and return the summary.
+
+    ``cfg['threads']`` torch CPU threads are used meanwhile (restored afterwards).
+    """
+    threads = torch.get_num_threads()
+    if cfg['threads']:
+        torch.set_num_threads(cfg['threads'])
+    try:
+        return _run(cfg, ctx)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     torch.set_flush_denormal(True)   # rescaled units carry tiny weights and gradients
     train, test = ctx.data
     print(f"{cfg['dataset']}: {len(train)} train / {len(test)} test examples of "
@@ -225,6 +241,11 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
                'table': table, 'headline': headline(cells),
                'cells': {k: {key: v for key, v in final.items() if key != 'log'}
                          for k, final in cells.items()}}
+    verdicts = [f"{opt}: x{h['train_loss_ratio']:.3g}" if 'train_loss_ratio' in h else
+                f"{opt}: balanced {h['balanced_status']}, unbalanced {h['unbalanced_status']}"
+                for opt, h in summary['headline'].items()]
+    if verdicts:
+        print('final train loss, unbalanced / balanced -- ' + '; '.join(verdicts))
     path_sgd = summary['headline'].get('path_sgd', {})
     if 'max_rel_train_loss_gap' in path_sgd:
         print(f"Path-SGD: unbalanced vs balanced training loss differs by at most "

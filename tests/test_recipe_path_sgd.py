@@ -118,6 +118,17 @@ def test_tiny_grid_on_digits(tmp_path, capsys):
     assert 'unbalanced  path_sgd' in stdout and 'Path-SGD: unbalanced vs balanced' in stdout
 
 
+def test_float64_path_sgd_is_exactly_invariant(tmp_path, capsys):
+    out = tmp_path / 'run'
+    argv = TINY + ['--set', 'dtype=float64', '--set', 'grid.optimizers=[path_sgd]',
+                   '--out', str(out)]
+    assert path_sgd.main(argv) == 0
+    summary = read_json(out / 'summary.json')
+    assert set(summary['cells']) == {'balanced_path_sgd', 'unbalanced_path_sgd'}
+    assert summary['headline']['path_sgd']['max_rel_train_loss_gap'] < 1e-12
+    assert summary['headline']['path_sgd']['test_accuracy_gap'] == 0
+
+
 def test_a_diverged_cell_is_reported_and_the_grid_goes_on(tmp_path, capsys):
     out = tmp_path / 'run'
     argv = TINY + ['--set', 'lr.sgd=1e6', '--set', 'grid.inits=[unbalanced]',
@@ -177,6 +188,8 @@ def one_line_error(capsys):
     (['--set', 'grid.optimizers=[sgd, adam]'], ["'grid.optimizers'", 'sgd, adagrad, path_sgd']),
     (['--set', 'grid.inits=[]'], ["'grid.inits'", 'non-empty']),
     (['--set', 'grid.inits=balanced'], ["'grid.inits'", 'expects list']),
+    (['--set', 'dtype=float16'], ["'dtype'", "'float32', 'float64'"]),
+    (['--set', 'threads=-1'], ["'threads'", '>= 0']),
     (['--set', 'data.test_fraction=1'], ["'data.test_fraction'", 'between 0 and 1']),
     (['--set', 'data.root=/nonexistent', '--set', 'dataset=mnist-test'], ['not found']),
     (['--config', '/nonexistent/run.yaml'], ['/nonexistent/run.yaml', 'not found']),
@@ -222,8 +235,11 @@ def test_default_run_path_sgd_trains_the_unbalanced_net(tmp_path, capsys):
     # Path-SGD: unbalanced == balanced (rounding only), and it trains well
     psgd = cells['unbalanced_path_sgd']
     assert psgd['status'] == 'finished' and psgd['test_accuracy'] > 0.94
-    assert head['path_sgd']['max_rel_train_loss_gap'] < 0.05
-    assert abs(head['path_sgd']['test_accuracy_gap']) < 0.005
+    # float32 rounding drifts the two trajectories apart by a few % (measured 6.4 % at most,
+    # float64: ~1e-15), the end point is the same
+    assert head['path_sgd']['max_rel_train_loss_gap'] < 0.25
+    assert 0.8 < head['path_sgd']['train_loss_ratio'] < 1.25
+    assert abs(head['path_sgd']['test_accuracy_gap']) < 0.01
     # SGD on the unbalanced net diverges or stalls
     sgd = cells['unbalanced_sgd']
     assert sgd['status'] == 'diverged' or sgd['train_loss'] > 10 * cells['balanced_sgd']['train_loss']
