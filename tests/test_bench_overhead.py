@@ -192,3 +192,16 @@ def test_sync_check_passes_the_default_stack_and_catches_a_sync(monkeypatch):
                              'operation (')
     assert 'test_bench_overhead.py' in result and 'syncs_every_iteration' in result
     assert fake.mode == 'default'
+
+
+def test_sync_check_reports_other_failures_instead_of_crashing(monkeypatch):
+    torch.set_num_threads(1)
+
+    def breaks(trainer):
+        if trainer.updater.iteration == 7:
+            raise ValueError('broken extension')
+
+    result = _bench_sync.check_default_stack(_bench_common.make_workload('mlp'), 20, 'cpu',
+                                             True, FakeSyncDebug(monkeypatch), extra=[breaks])
+    assert result.startswith('ERROR ValueError after 7 completed updates: broken extension (')
+    assert 'in breaks' in result

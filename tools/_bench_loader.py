@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import random
 import statistics
-import time
 from typing import Callable, Dict, List
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
+from _bench_common import now
 from trainerlib.convert import concat_examples
 from trainerlib.iterators import SerialIterator
 
@@ -62,9 +62,9 @@ def measure(x: torch.Tensor, t: torch.Tensor, batch: int, n: int,
     for _ in range(rounds):
         random.shuffle(order)
         for name in order:
-            start = time.perf_counter()
+            start = now()
             CONTESTANTS[name](dataset, batch, n)
-            rates[name].append(n / (time.perf_counter() - start))
+            rates[name].append(n / (now() - start))
     return rates
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from typing import Dict
 
 import torch
 import torch.nn.functional as F
 
 import extensions as E
-from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish
+from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish, now
 from trainerlib import Classifier, Trainer
 from trainerlib.iterators import SerialIterator
 from trainerlib.updaters import StandardUpdater
@@ -23,7 +22,7 @@ def hand(w: Workload, n: int, s: Settings) -> Run:
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     clock = Clock(opt, n, s.period)
     batches, nb = w.batches, len(w.batches)
-    started = time.perf_counter()
+    started = now()
     for i in range(n):
         x, t = batches[i % nb]
         opt.zero_grad()
@@ -40,7 +39,7 @@ def hand_item(w: Workload, n: int, s: Settings) -> Run:
     clock = Clock(opt, n, s.period)
     batches, nb = w.batches, len(w.batches)
     running = 0.0
-    started = time.perf_counter()
+    started = now()
     for i in range(n):
         x, t = batches[i % nb]
         opt.zero_grad()
@@ -62,7 +61,7 @@ def hand_full(w: Workload, n: int, s: Settings) -> Run:
     clock = Clock(opt, n, s.period)
     batches, nb, val = w.batches, len(w.batches), w.val_batches()
     out = tempfile.mkdtemp(dir=s.tmp)
-    started = time.perf_counter()
+    started = now()
     for i in range(n):
         x, t = batches[i % nb]
         opt.zero_grad()
@@ -107,7 +106,7 @@ def trainerlib_run(w: Workload, n: int, s: Settings, stack: str) -> Run:
         trainer.extend(E.Evaluator(val, classifier), trigger=every)
     if stack in ('snapshot', 'full'):
         trainer.extend(E.snapshot(), trigger=every)
-    started = time.perf_counter()
+    started = now()
     trainer.run()
     run = finish(clock, started, n, model)
     shutil.rmtree(out)

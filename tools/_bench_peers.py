@@ -12,14 +12,13 @@ import itertools
 import logging
 import shutil
 import tempfile
-import time
 import warnings
 from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 
-from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish
+from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish, now
 
 PEERS = {'ppe': 'pytorch_pfn_extras', 'ignite': 'ignite', 'lightning': 'lightning'}
 
@@ -67,7 +66,7 @@ def ppe_manager(w: Workload, n: int, s: Settings, log: bool) -> Run:
         model, opt, 1, iters_per_epoch=len(w.batches), extensions=extensions, out_dir=out,
         stop_trigger=(n, 'iteration'))
     data = itertools.islice(itertools.cycle(w.batches), n)
-    started = time.perf_counter()
+    started = now()
     with _quiet(s.sink):
         while not manager.stop_trigger:
             for x, t in data:
@@ -113,7 +112,7 @@ def ppe_trainer(w: Workload, n: int, s: Settings) -> Run:
                     ext.PrintReport(['epoch', 'iteration', 'train/loss', 'elapsed_time'],
                                     out=s.sink),
                     ext.ProgressBar(out=s.sink)])
-    started = time.perf_counter()
+    started = now()
     with _quiet(s.sink):
         trainer.run(_Batches(w.batches))
     run = finish(clock, started, n, model)
@@ -139,7 +138,7 @@ def ignite_run(w: Workload, n: int, s: Settings, log: bool) -> Run:
         def log_line(engine):
             print(f'epoch {engine.state.epoch} iteration {engine.state.iteration} '
                   f'loss {engine.state.metrics["loss"]:.4f}', file=s.sink)
-    started = time.perf_counter()
+    started = now()
     with _quiet(s.sink):
         trainer.run(w.batches, max_iters=n)
     return finish(clock, started, n, model)
@@ -176,7 +175,7 @@ def lightning_run(w: Workload, n: int, s: Settings, log: bool) -> Run:
     options = dict(enable_checkpointing=False, log_every_n_steps=LOG_EVERY) if log else dict(
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False)
-    started = time.perf_counter()
+    started = now()
     with _quiet(s.sink):
         trainer = L.Trainer(max_steps=n, max_epochs=-1, accelerator='cpu', devices=1,
                             default_root_dir=out, **options)

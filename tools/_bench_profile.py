@@ -11,10 +11,9 @@ from __future__ import annotations
 import cProfile
 import os
 import pstats
-import time
 from typing import Dict, List, Tuple
 
-from _bench_common import Contestant, Settings, Workload
+from _bench_common import Contestant, Settings, Workload, now
 
 Key = Tuple[str, int, str]
 OWN = (f'{os.sep}trainerlib{os.sep}', f'{os.sep}extensions{os.sep}')
@@ -34,12 +33,12 @@ def _label(key: Key) -> str:
 
 
 def _profiled(fn: Contestant, w: Workload, n: int, s: Settings) -> Tuple[Dict, float]:
-    profiler = cProfile.Profile()
-    start = time.perf_counter()
+    profiler = cProfile.Profile(now)
+    start = now()
     profiler.enable()
     fn(w, n, s)
     profiler.disable()
-    return pstats.Stats(profiler).stats, time.perf_counter() - start
+    return pstats.Stats(profiler).stats, now() - start
 
 
 def profile(name: str, fn: Contestant, hand: Contestant, w: Workload, n: int, s: Settings,

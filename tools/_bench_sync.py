@@ -49,7 +49,8 @@ def check_default_stack(w: Workload, iterations: int, device: str, data_on_devic
         extra: more extensions to register (a test adds one that syncs on purpose).
 
     Returns:
-        ``'ok: ...'``, or ``'SYNC at iteration i: ...'`` naming the call that synchronized.
+        ``'ok: ...'``, or ``'SYNC after i completed updates: ...'`` naming the call that
+        synchronized (``'ERROR ...'`` if the run failed otherwise).
     """
     model = Classifier(w.make_model())
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
@@ -84,10 +85,9 @@ def check_default_stack(w: Workload, iterations: int, device: str, data_on_devic
         trainer.extend(arm)
         try:
             trainer.run()
-        except RuntimeError as exc:
-            if 'synchroniz' not in str(exc):
-                raise
-            return (f'SYNC after {trainer.updater.iteration} completed updates: '
+        except Exception as exc:    # reported, so the other configurations still run
+            kind = 'SYNC' if 'synchroniz' in str(exc) else f'ERROR {type(exc).__name__}'
+            return (f'{kind} after {trainer.updater.iteration} completed updates: '
                     f'{str(exc).splitlines()[0]} ({_origin(exc)})')
         finally:
             set_mode('default')

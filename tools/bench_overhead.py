@@ -37,7 +37,8 @@ import _bench_loader  # noqa: E402
 import _bench_own  # noqa: E402
 import _bench_peers  # noqa: E402
 import bench_path_sgd  # noqa: E402
-from _bench_common import Contestant, Run, Settings, Workload, make_workload  # noqa: E402
+from _bench_common import (Contestant, Run, Settings, Workload, make_workload,  # noqa: E402
+                           now, use_clock)
 from _bench_profile import profile  # noqa: E402
 from _bench_sync import check_sync  # noqa: E402
 
@@ -73,8 +74,8 @@ def header(args: argparse.Namespace) -> List[str]:
     missing = _bench_peers.missing_peers()
     return [f'device: cpu ({cpu_name()}); torch {torch.__version__}; python '
             f'{platform.python_version()}; torch threads {torch.get_num_threads()}',
-            f'rounds: {args.rounds} in shuffled order after one warm-up run of each contestant; '
-            'ratios to hand paired per round; medians over rounds',
+            f'clock: {args.clock}; rounds: {args.rounds} in shuffled order after one warm-up run '
+            'of each contestant; ratios to hand paired per round; medians over rounds',
             f'peers: {", ".join(versions) or "none"}; missing: '
             f'{", ".join(missing) if missing else "none"}',
             f'load average at start: {load()} (timings on a busy machine are noise)']
@@ -136,6 +137,9 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--rounds', type=int, default=7, help='interleaved rounds (default 7)')
     parser.add_argument('--iterations', type=int, default=2000, help='MLP iterations per run')
     parser.add_argument('--cnn-iterations', type=int, default=300, help='CNN iterations per run')
+    parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                        help="'cpu': this process's CPU time, steadier on a shared machine "
+                             '(default wall)')
     parser.add_argument('--snapshot-every', type=int, default=100,
                         help='iterations between snapshots/evaluations (default 100)')
     parser.add_argument('--workloads', nargs='+', choices=['mlp', 'cnn'], default=['mlp', 'cnn'])
@@ -162,11 +166,12 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse(argv)
     torch.set_num_threads(1)
+    use_clock(args.clock)
     workloads = [make_workload(name) for name in args.workloads]
     if args.check_sync:
         lines = check_sync(workloads)
         print('\n'.join(lines))
-        return 1 if any('SYNC' in line for line in lines) else 0
+        return 1 if any(': SYNC' in line or ': ERROR' in line for line in lines) else 0
     contestants = dict(_bench_own.own_contestants())
     if not args.no_peers:
         contestants.update(_bench_peers.peer_contestants())
@@ -183,6 +188,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings = Settings(args.snapshot_every, sink, tmp)
         if args.profile:
             w = make_workload('mlp')
+            print(f'clock: {args.clock}; torch threads {torch.get_num_threads()}; load average '
+                  f'{load()}')
             print('\n'.join(profile(args.profile, contestants[args.profile],
                                     contestants['hand'], w, args.iterations, settings)))
             return 0
@@ -201,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f'{args.loader_batches} batches per round, shuffled')), flush=True)
     if args.path_sgd_steps:
         torch.set_flush_denormal(True)
-        med = bench_path_sgd.measure(args.path_sgd_steps, args.rounds)
+        med = bench_path_sgd.measure(args.path_sgd_steps, args.rounds, now)
         torch.set_flush_denormal(False)
         print('(f) Path-SGD vs SGD: ' + '\n'.join(
             bench_path_sgd.report(med, args.path_sgd_steps, args.rounds)))

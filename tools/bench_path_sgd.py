@@ -33,27 +33,29 @@ def make_model() -> torch.nn.Module:
 
 
 def timed_steps(make_opt: Callable[[torch.nn.Module], torch.optim.Optimizer],
-                x: torch.Tensor, t: torch.Tensor, steps: int) -> Dict[str, float]:
+                x: torch.Tensor, t: torch.Tensor, steps: int,
+                timer: Callable[[], float] = time.perf_counter) -> Dict[str, float]:
     """Seconds per whole step and per ``optimizer.step()`` (medians over ``steps``)."""
     model = make_model()
     opt = make_opt(model)
     whole, step_only = [], []
     for _ in range(steps + 1):   # the first step warms up and is dropped
-        start = time.perf_counter()
+        start = timer()
         opt.zero_grad()
         F.cross_entropy(model(x), t).backward()
-        mid = time.perf_counter()
+        mid = timer()
         opt.step()
-        end = time.perf_counter()
+        end = timer()
         whole.append(end - start)
         step_only.append(end - mid)
     return {'step': statistics.median(whole[1:]), 'opt': statistics.median(step_only[1:])}
 
 
-def measure(steps: int = 20, rounds: int = 9) -> Dict[str, Dict[str, float]]:
+def measure(steps: int = 20, rounds: int = 9,
+            timer: Callable[[], float] = time.perf_counter) -> Dict[str, Dict[str, float]]:
     """Median seconds per whole step (``'step'``) and per ``optimizer.step()`` (``'opt'``)
     of SGD and Path-SGD, alternating in ``rounds`` shuffled rounds of ``steps`` steps,
-    with the current ``torch.get_num_threads()``."""
+    with the current ``torch.get_num_threads()``, on ``timer`` (default wall clock)."""
     g = torch.Generator().manual_seed(0)
     x, t = torch.randn(BATCH, SIZES[0], generator=g), torch.randint(0, 10, (BATCH,), generator=g)
     contestants = {'sgd': lambda m: torch.optim.SGD(m.parameters(), lr=0.01),
@@ -63,7 +65,7 @@ def measure(steps: int = 20, rounds: int = 9) -> Dict[str, Dict[str, float]]:
     for _ in range(rounds):
         random.shuffle(order)
         for name in order:
-            results[name].append(timed_steps(contestants[name], x, t, steps))
+            results[name].append(timed_steps(contestants[name], x, t, steps, timer))
     return {name: {k: statistics.median(r[k] for r in runs) for k in ('step', 'opt')}
             for name, runs in results.items()}
 
