@@ -66,6 +66,9 @@ def plot(cells: Dict[str, Dict[str, Any]], path: str, title: str) -> None:
         ax.set_xlabel('epoch')
         ax.set_ylabel(what)
         ax.grid(True, which='both', alpha=0.3)
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter
+    err_ax.yaxis.set_major_locator(FixedLocator([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]))
+    err_ax.yaxis.set_major_formatter(FormatStrFormatter('%g'))
     figure.suptitle(title)
     legend = figure.legend(loc='lower center', ncol=3, fontsize='small',
                            bbox_to_anchor=(0.5, -0.12))

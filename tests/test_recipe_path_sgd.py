@@ -249,3 +249,15 @@ def test_default_run_path_sgd_trains_the_unbalanced_net(tmp_path, capsys):
         ada['train_loss'] > 3 * cells['balanced_adagrad']['train_loss']
         and ada['train_loss'] > 3 * psgd['train_loss'])
     assert math.isfinite(psgd['train_loss'])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('lr', [3e-3, 3e-4])
+def test_smaller_sgd_steps_stall_on_the_unbalanced_net(tmp_path, capsys, lr):
+    """Not just a too-large step: at 100x and 1000x smaller steps SGD still stalls on MNIST
+    (balanced SGD at 0.3 ends at train loss 0.002)."""
+    argv = ['--set', f'lr.sgd={lr}', '--set', 'grid.inits=[unbalanced]',
+            '--set', 'grid.optimizers=[sgd]', '--out', str(tmp_path)]
+    assert path_sgd.main(argv) == 0
+    sgd = read_json(tmp_path / 'summary.json')['cells']['unbalanced_sgd']
+    assert sgd['status'] == 'diverged' or sgd['train_loss'] > 0.1, sgd
