@@ -67,7 +67,9 @@ DEFAULTS: Dict[str, Any] = {
     },
     'stats': {'samples': 512},  # training examples for the signal statistics at init
 }
-RESUME_KEYS = ('dataset', 'data')
+# What a resumed run must share with the run it continues: the data, the nets (their shapes
+# and, through the seed, the initial weights whose statistics the summary reports).
+RESUME_KEYS = ('dataset', 'data', 'model', 'seed')
 
 
 def check_values(cfg: Dict[str, Any]) -> None:
