@@ -56,6 +56,9 @@ def test_tiny_run_prints_every_section_and_checks_weights(capsys, monkeypatch):
     assert 'missing: pytorch_pfn_extras, ignite, lightning' in out
     tables = rows(out)
     assert list(tables) == ['mlp', 'cnn']
+    assert 'mlp: MLP 64-64-10, batch 32; 20 iterations per run, timed from step 2 to 20 with 0 ' \
+           'log lines and 1 snapshots/evaluations (every 10) inside' in out
+    assert 'with 0 log lines and 0 snapshots/evaluations (every 10) inside -- too few' in out
     for table in tables.values():
         assert list(table) == OWN
         assert table['hand'][1] == 1.0 and table['hand'][2] == 'reference'
@@ -110,6 +113,14 @@ def test_clock_window_skips_warm_up_and_is_a_whole_number_of_periods(iterations,
         clock.per_iteration()
     opt.step()
     assert clock.per_iteration() > 0
+
+
+@pytest.mark.parametrize('iterations, every, inside', [
+    (300, 100, 2), (100, 100, 0), (300, 50, 5), (2000, 100, 18), (20, 10, 1),
+])
+def test_periodic_events_inside_the_timed_window(iterations, every, inside):
+    period = _bench_common.period_of(_bench_common.LOG_EVERY, every)
+    assert _bench_common.events_in_window(iterations, period, every) == inside
 
 
 def test_profile_names_trainerlib_functions(capsys):

@@ -92,6 +92,22 @@ def make_workload(name: str) -> Workload:
                     torch.randint(0, 10, (n_val,), generator=g))
 
 
+def window(iterations: int, period: int) -> Tuple[int, int]:
+    """Steps ``(first, last)`` whose pre-hooks start and stop the clock (see :class:`Clock`)."""
+    if iterations < 2:
+        raise ValueError(f'a timed run needs >= 2 iterations, got {iterations}')
+    warm = max(1, iterations // 10)
+    size = (iterations - warm) // period * period or iterations - warm
+    return iterations - size, iterations
+
+
+def events_in_window(iterations: int, period: int, every: int) -> int:
+    """How many iterations that are multiples of ``every`` run their extensions inside the
+    timed window (those of iterations ``first`` .. ``last - 1``)."""
+    first, last = window(iterations, period)
+    return (last - 1) // every - (first - 1) // every
+
+
 class Clock:
     """Times the steady state of one run from the optimizer's step pre-hook.
 
@@ -110,11 +126,7 @@ class Clock:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, iterations: int, period: int) -> None:
-        if iterations < 2:
-            raise ValueError(f'a timed run needs >= 2 iterations, got {iterations}')
-        warm = max(1, iterations // 10)
-        window = (iterations - warm) // period * period or iterations - warm
-        self.first, self.last = iterations - window, iterations
+        self.first, self.last = window(iterations, period)
         self.count = 0
         self.start: Optional[float] = None
         self.end: Optional[float] = None

@@ -38,7 +38,7 @@ import _bench_own  # noqa: E402
 import _bench_peers  # noqa: E402
 import bench_path_sgd  # noqa: E402
 from _bench_common import (Contestant, Run, Settings, Workload, make_workload,  # noqa: E402
-                           now, use_clock)
+                           LOG_EVERY, events_in_window, now, use_clock, window)
 from _bench_profile import profile  # noqa: E402
 from _bench_sync import check_sync  # noqa: E402
 
@@ -119,8 +119,12 @@ def measure(w: Workload, contestants: Dict[str, Contestant], n: int, rounds: int
 
 
 def table(w: Workload, n: int, s: Settings, result: Dict[str, Dict[str, object]]) -> List[str]:
-    lines = [f'{w.name}: {w.title}; {n} iterations per run; snapshot/evaluation every '
-             f'{s.snapshot_every}',
+    first, last = window(n, s.period)
+    snaps = events_in_window(n, s.period, s.snapshot_every)
+    lines = [f'{w.name}: {w.title}; {n} iterations per run, timed from step {first} to {last} '
+             f'with {events_in_window(n, s.period, LOG_EVERY)} log lines and {snaps} '
+             f'snapshots/evaluations (every {s.snapshot_every}) inside'
+             + (' -- too few iterations to time them' if snaps == 0 else ''),
              f'  {"contestant":17s} {"us/iter":>9s} {"ratio":>6s} {"(min-max)":>13s} '
              f'{"fixed ms":>9s}  {"weights":14s} what']
     for name, r in result.items():
