@@ -33,7 +33,7 @@ def compose(images: torch.Tensor, overlap: int = 0) -> torch.Tensor:
 
 
 class Composites(DatasetMixin):
-    """Composite images ``x`` and their per-position labels ``t`` (``t[k]``: image ``k``, left first).
+    """Composite images ``x`` and their labels ``t`` (``t[k]``: label of image ``k``, left first).
 
     Args:
         images: source images ``(N, C, H, W)``, float.

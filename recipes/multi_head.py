@@ -26,7 +26,6 @@ from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import extensions as E
 from extensions.plot_report import new_figure
