@@ -17,7 +17,6 @@ init), ``out/summary.json`` (final losses/accuracies per run, signal at init, ve
 from __future__ import annotations
 
 import math
-import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -38,6 +37,7 @@ NAME = 'init_study'
 LN10 = math.log(10)
 STALL_BAND = 0.05   # "stalled": final full-train cross-entropy > ln(10) - STALL_BAND
 TRAINED_BELOW = 1.0  # "trains": final full-train cross-entropy < 1.0 (< 0.44 ln 10)
+EVAL_BATCH = 2048   # examples per batch of the full-train / test evaluations
 DEFAULTS: Dict[str, Any] = {
     'dataset': Choice('digits', 'mnist-test', 'kmnist-test'),
     'seed': 0,              # initial weights and batch order (the same for all four runs)
@@ -150,11 +150,10 @@ def run_one(init: str, depth: int, cfg: Dict[str, Any], ctx: Context) -> Dict[st
     def every(k: int) -> triggers.ManualScheduleTrigger:
         return triggers.ManualScheduleTrigger(sorted(set(range(k, steps + 1, k)) | {steps}),
                                               'iteration')
-    full = len(train) + len(test)
-    trainer.extend(E.Evaluator(SerialIterator(train, full, repeat=False, shuffle=False), model,
-                               device=ctx.device, name='train_full'), trigger=every(tcfg['eval_every']))
-    trainer.extend(E.Evaluator(SerialIterator(test, full, repeat=False, shuffle=False), model,
-                               device=ctx.device), trigger=every(tcfg['eval_every']))
+    for split, name in ((train, 'train_full'), (test, 'validation')):  # whole splits
+        batches = SerialIterator(split, EVAL_BATCH, repeat=False, shuffle=False)
+        trainer.extend(E.Evaluator(batches, model, device=ctx.device, name=name),
+                       trigger=every(tcfg['eval_every']))
     trainer.extend(E.LogReport(trigger=every(tcfg['log_every'])))
     trainer.extend(E.snapshot(n_retains=2, autoload=ctx.resume),
                    trigger=every(tcfg['snapshot_every']))
