@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from trainerlib import triggers
 from trainerlib._state import load_into, state_of
 from trainerlib.extension import PRIORITY_READER, Extension
-from trainerlib.serialization import atomic_open
+from trainerlib.serialization import atomic_open, remove_partial_files
 from trainerlib.summary import DictSummary
 
 
@@ -63,6 +63,10 @@ class LogReport(Extension):
             self._summary.add({k: observation[k] for k in self._keys if k in observation})
         if self._trigger(trainer):
             self._emit(trainer)
+
+    def initialize(self, trainer) -> None:
+        if self._filename is not None:  # a process killed while writing the log left these
+            remove_partial_files(trainer.out, self._filename.__eq__)
 
     def _emit(self, trainer) -> None:
         entry: Dict[str, Any] = {k: float(v) for k, v in self._summary.compute_mean().items()} \

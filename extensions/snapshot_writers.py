@@ -9,10 +9,7 @@ from typing import Any, Callable, List, Optional
 
 from trainerlib.errors import NonFiniteError, SnapshotError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension
-from trainerlib.serialization import cpu_copy, load_state, save_state
-
-
-_PARTIAL = re.compile(r'^\.(.+)\.[^.]+\.tmp$')
+from trainerlib.serialization import cpu_copy, load_state, remove_partial_files, save_state
 
 
 def _pattern(template: str) -> 're.Pattern[str]':
@@ -113,7 +110,7 @@ class Snapshot(Extension):
                 pass
 
     def initialize(self, trainer) -> None:
-        self._remove_partial_writes(trainer.out)
+        remove_partial_files(trainer.out, self._pattern.match)
         if not self.autoload:
             return
         target = self._target_of(trainer)
@@ -130,18 +127,6 @@ class Snapshot(Extension):
             raise SnapshotError(f'autoload: none of the snapshots in {trainer.out!r} could be '
                                 f'loaded ({"; ".join(skipped)}); remove them or choose '
                                 'another output directory')
-
-    def _remove_partial_writes(self, out: str) -> None:
-        """Delete temporary files left by a process killed while writing a snapshot."""
-        if not os.path.isdir(out):
-            return
-        for name in os.listdir(out):
-            partial = _PARTIAL.match(name)  # what serialization.atomic_open writes first
-            if partial and self._pattern.match(partial.group(1)):
-                try:
-                    os.remove(os.path.join(out, name))
-                except OSError:
-                    pass
 
     def on_error(self, trainer, exc, tb) -> None:
         try:

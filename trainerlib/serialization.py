@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import tempfile
 import zipfile
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import torch
 
@@ -52,6 +53,23 @@ def atomic_open(path: str, mode: str = 'wb', durable: bool = True) -> Iterator[I
         raise
     if durable:
         _fsync_dir(directory)
+
+
+_PARTIAL = re.compile(r'^\.(.+)\.[^.]+\.tmp$')  # what atomic_open writes first
+
+
+def remove_partial_files(directory: str, is_target: Callable[[str], bool]) -> None:
+    """Delete temporary files that :func:`atomic_open` left in ``directory`` for the
+    targets ``is_target(name)`` accepts (a process killed while writing them)."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        partial = _PARTIAL.match(name)
+        if partial and is_target(partial.group(1)):
+            try:
+                os.remove(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def save_file(obj: Any, path: str) -> None:
