@@ -51,7 +51,7 @@ DEFAULTS: Dict[str, Any] = {
     'classifier': {
         'run': None,        # a classify run directory to explain; null: train one in out/classifier
         'model': Choice('cnn', 'mlp'),
-        'overconfident': 0.99,   # warn when the mean max-probability on the test split exceeds it
+        'overconfident': 0.99,   # p_c of a saturated image (circle init, warning)
         'train': {'epochs': 2, 'batch_size': 64, 'lr': 0.001, 'label_smoothing': 0.1,
                   'snapshot_every_epochs': 1},
     },
@@ -161,20 +161,28 @@ def test_predictions(classifier: torch.nn.Module, test, device: torch.device):
     return images, labels, probs
 
 
-def check_confidence(probs: torch.Tensor, threshold: float, init: str) -> Dict[str, Any]:
-    """Warn when the classifier is over-confident (its softmax saturates) and say what is done."""
+def check_confidence(probs: torch.Tensor, chosen_probs: torch.Tensor, threshold: float,
+                     init: str) -> Dict[str, Any]:
+    """Warn when the classifier is over-confident and say what is done about it.
+
+    Over-confident: the mean max-probability on the test split exceeds ``threshold``, or
+    some chosen image's class probability does (its softmax is saturated: no gradient).
+    """
     max_prob = probs.max(1).values
     info = {'mean_max_prob': float(max_prob.mean()),
-            'saturated_fraction': float((max_prob > 1 - 1e-6).float().mean())}
-    info['overconfident'] = info['mean_max_prob'] > threshold
+            'saturated_fraction': float((max_prob > 1 - 1e-6).float().mean()),
+            'images_above_threshold': int((chosen_probs > threshold).sum())}
+    info['overconfident'] = info['mean_max_prob'] > threshold or info['images_above_threshold'] > 0
     if info['overconfident']:
-        fix = {'ones': 'explain.init=ones keeps them at ones: use auto or circle',
-               'auto': 'saturated images start from the paper\'s circular mask (init=auto)',
-               'circle': 'every mask starts from the paper\'s circular mask (init=circle)'}[init]
-        message = (f"the classifier is over-confident (mean max-probability "
-                   f"{info['mean_max_prob']:.4f} > {threshold}, {info['saturated_fraction']:.0%} "
-                   f'saturated): its softmax has no gradient, so masks starting at ones never '
-                   f'move; {fix}; or train it with classifier.train.label_smoothing=0.1')
+        fix = {'ones': 'explain.init=ones keeps their masks at ones: use auto or circle',
+               'auto': "those images start from the paper's circular mask (explain.init=auto)",
+               'circle': "every mask starts from the paper's circular mask (explain.init=circle)"}
+        message = (f"the classifier is over-confident: mean max-probability "
+                   f"{info['mean_max_prob']:.4f} on the test split, "
+                   f"{info['images_above_threshold']} of {len(chosen_probs)} images with p_c > "
+                   f'{threshold}; a saturated softmax has no gradient, so a mask starting at '
+                   f'ones never moves; {fix[init]}; or train the classifier with '
+                   'classifier.train.label_smoothing=0.1')
         warnings.warn(message, stacklevel=2)
         print('warning: ' + message)
     return info
@@ -187,13 +195,14 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     classifier = get_classifier(cfg, ctx).to(device).eval()
     _, test, _, _ = ctx.data['split']
     images, labels, probs = test_predictions(classifier, test, device)
-    confidence = check_confidence(probs, cfg['classifier']['overconfident'], ex['init'])
     correct = (probs.argmax(1) == labels).nonzero()[:, 0]
     if len(correct) < ex['images']:
         raise ConfigError(f"only {len(correct)} test images are classified correctly; lower "
                           f"explain.images (is {ex['images']})")
     chosen = correct[:ex['images']]
     x, c = images[chosen], labels[chosen]
+    confidence = check_confidence(probs, probs[chosen, c], cfg['classifier']['overconfident'],
+                                  ex['init'])
 
     updater = MeaningfulPerturbationUpdater(
         x, c, classifier, mask_size=ex['mask_size'], lr=ex['lr'], l1_weight=ex['l1_weight'],

@@ -183,3 +183,26 @@ def test_default_run_explains_mnist(tmp_path, capsys):
     assert s['mean_prob_shifted_mask'] > 3 * s['mean_prob_after']
     assert not s['confidence']['overconfident']
     assert yaml.safe_load((tmp_path / 'config.yaml').read_text())['recipe'] == 'explain'
+
+
+@pytest.mark.slow
+def test_overconfident_classifier_stalls_masks_unless_circle_init(tmp_path, capsys):
+    """ALGORITHMS.md 2.6 on real data: without label smoothing the classifier saturates on
+    many images; masks starting at ones stay there for some of them, the circular init of
+    the saturated images (init=auto) fixes it."""
+    common = ['--set', 'classifier.train.epochs=3', '--set', 'explain.iterations=150']
+    stalled, fixed = tmp_path / 'ones', tmp_path / 'auto'
+    with pytest.warns(UserWarning, match='over-confident'):
+        assert explain.main(common + ['--set', 'classifier.train.label_smoothing=0',
+                                      '--set', 'explain.init=ones', '--out', str(stalled)]) == 0
+    with pytest.warns(UserWarning, match='over-confident'):
+        assert explain.main(common + ['--set', f'classifier.run={stalled / "classifier"}',
+                                      '--set', 'explain.init=auto', '--out', str(fixed)]) == 0
+    a, b = read_json(stalled / 'summary.json'), read_json(fixed / 'summary.json')
+    assert a['confidence']['images_above_threshold'] >= 5
+    assert b['circle_init_images'] == a['confidence']['images_above_threshold']
+    stuck = [r for r in a['per_image'] if r['prob_after'] > 0.5]
+    assert len(stuck) >= 2 and all(r['deleted_fraction'] < 0.02 for r in stuck)
+    assert sum(r['prob_after'] > 0.5 for r in b['per_image']) == 0
+    assert b['mean_prob_after'] < 0.10 < a['mean_prob_after']
+    assert b['mean_deleted_fraction'] <= 1 / 3
