@@ -3,14 +3,14 @@
 Generator (the seed, nyk510's EMNIST DCGAN): ``z -> Linear(fc)-BN-ReLU -> Linear(4w*5*5)-BN-ReLU
 -> (4w, 5, 5) -> ConvT(4w->2w, k3 s1 p0)-BN-ReLU (7x7) -> ConvT(2w->w, k4 s2 p1)-BN-ReLU (14x14)
 -> ConvT(w->C, k4 s2 p1) (28x28) -> sigmoid``; the seed uses ``w = 64`` and ``fc = 1024``.
-The seed only says its discriminator is "similar"; here it is the mirror image with the
-paper's rules (LeakyReLU 0.2, no BatchNorm on the input layer): ``Conv(C->w, k4 s2 p1)-LReLU
--> Conv(w->2w, k4 s2 p1)-BN-LReLU -> Conv(2w->4w, k3 s1 p0)-BN-LReLU -> Linear(fc)-LReLU ->
-Linear(1)``, returning one logit per image (``GANUpdater``'s losses apply the sigmoid).
-No BatchNorm1d in D's fully connected part: real and fake images go through D in separate
-batches, and a per-feature batch normalisation of flattened features erases whatever a whole
-batch has in common (e.g. "every image is grey"); with it, D barely learned (D(real) 0.53
-after 200 steps on MNIST) and G stayed grey noise for 375 steps.
+The seed only says its discriminator is "similar"; here it mirrors G's convolutions with the
+DCGAN paper's rules (LeakyReLU 0.2, no BatchNorm on the input layer, no fully connected hidden
+layer): ``Conv(C->w, k4 s2 p1)-LReLU -> Conv(w->2w, k4 s2 p1)-BN-LReLU -> Conv(2w->4w, k3 s1
+p0)-BN-LReLU -> Conv(4w->1, k5)`` (28 -> 14 -> 7 -> 5 -> 1), one logit per image
+(``GANUpdater``'s losses apply the sigmoid). Measured on MNIST (8,000 images, 500 steps): a
+mirror with G's fully connected layers (Linear(fc)-BN1d-LReLU-Linear(1)) barely learned (the
+per-batch BatchNorm1d erases what a whole real or fake batch has in common), and without the
+BN1d it overpowered G (D loss 4e-4, samples of 9 classes at mean max-probability 0.55).
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Images ``(B, channels, 28, 28)`` -> logits ``(B,)``; the Generator's mirror image."""
 
-    def __init__(self, width: int = 64, fc: int = 1024, channels: int = 1) -> None:
+    def __init__(self, width: int = 64, channels: int = 1) -> None:
         super().__init__()
         def lrelu() -> nn.Module:
             return nn.LeakyReLU(0.2, inplace=True)
@@ -69,9 +69,7 @@ class Discriminator(nn.Module):
             make_layer(channels, width, 4, 2, 1, batchnorm=False, activation=lrelu()),  # 14
             make_layer(width, 2 * width, 4, 2, 1, activation=lrelu()),                 # 7
             make_layer(2 * width, 4 * width, 3, 1, 0, activation=lrelu()))             # 5
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(4 * width * 5 * 5, fc), lrelu(),
-            nn.Linear(fc, 1), nn.Flatten(0))
+        self.head = nn.Sequential(nn.Conv2d(4 * width, 1, 5), nn.Flatten(0))        # 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

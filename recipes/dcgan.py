@@ -222,7 +222,7 @@ def _run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     torch.manual_seed(cfg['seed'])
     gen = Generator(mcfg['z_dim'], mcfg['width'], mcfg['fc']).apply(dcgan_init)
     init_output_bias(gen, float(train.datasets[0].mean()))
-    dis = Discriminator(mcfg['width'], mcfg['fc']).apply(dcgan_init)
+    dis = Discriminator(mcfg['width']).apply(dcgan_init)
     adam = dict(lr=tcfg['lr'], betas=(tcfg['beta1'], 0.999))
     updater = GANUpdater(SerialIterator(train, tcfg['batch_size']), gen, dis,
                          torch.optim.Adam(gen.parameters(), **adam),

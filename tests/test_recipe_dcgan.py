@@ -11,7 +11,7 @@ pytest.importorskip('sklearn')      # the digits data set comes with scikit-lear
 pytest.importorskip('torchvision')  # sample grids
 
 from recipes import classify, dcgan  # noqa: E402
-from recipes._dcgan_nets import Discriminator, Generator, dcgan_init  # noqa: E402
+from recipes._dcgan_nets import Discriminator, Generator, dcgan_init, init_output_bias  # noqa: E402
 from recipes._dcgan_quality import Judge, frechet_distance  # noqa: E402
 from recipes.launcher import schema_of  # noqa: E402
 from trainerlib.config import load_config  # noqa: E402
@@ -51,7 +51,7 @@ def test_shipped_config_is_the_defaults():
 @pytest.mark.parametrize('width, fc, z_dim', [(64, 1024, 100), (8, 32, 5)])
 def test_networks_shapes_ranges_and_init(width, fc, z_dim):
     torch.manual_seed(0)
-    gen, dis = Generator(z_dim, width, fc).apply(dcgan_init), Discriminator(width, fc).apply(dcgan_init)
+    gen, dis = Generator(z_dim, width, fc).apply(dcgan_init), Discriminator(width).apply(dcgan_init)
     images = gen(torch.randn(6, z_dim))
     assert images.shape == (6, 1, 28, 28)
     assert images.min() >= 0 and images.max() <= 1          # the seed's sigmoid output
@@ -60,6 +60,9 @@ def test_networks_shapes_ranges_and_init(width, fc, z_dim):
     assert abs(conv.std().item() - 0.02) < 0.004
     assert abs(gen.fc[1].weight.mean().item() - 1) < 0.01   # BatchNorm1d weight ~ N(1, 0.02)
     assert not isinstance(dis.features[0][1], torch.nn.BatchNorm2d)   # no BN on D's input
+    assert abs(images.mean().item() - 0.5) < 0.05                     # grey at init...
+    init_output_bias(gen, 0.13)
+    assert abs(gen(torch.randn(6, z_dim)).mean().item() - 0.13) < 0.03   # ...or the data's mean
 
 
 def test_frechet_distance_of_shifted_gaussians():
