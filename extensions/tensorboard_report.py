@@ -81,7 +81,11 @@ class TensorBoardReport(LogReader):
             # tensorboardX names event files by the second and opens them with 'wb':
             # a unique suffix keeps a quick resume from overwriting the previous file
             suffix = f'.{time.time_ns() % 10**9:09d}'
-            self.writer = self._writer_class(logdir, filename_suffix=suffix)
+            # after a resume, TensorBoard drops the steps the killed run wrote after
+            # its snapshot (they are written again, from the restored state)
+            start = trainer.updater.iteration
+            purge = {'purge_step': start + 1} if start else {}
+            self.writer = self._writer_class(logdir, filename_suffix=suffix, **purge)
 
     def __call__(self, trainer) -> None:
         if self.writer is None:

@@ -32,6 +32,7 @@ import yaml
 from trainerlib.cli import run_cli
 from trainerlib.config import Choice, load_config, save_config
 from trainerlib.errors import ConfigError, OutputDirError
+from trainerlib.preemption import Preempted
 from trainerlib.serialization import atomic_open
 
 RUN_FILES = ('config.yaml', 'log', 'summary.json')
@@ -200,6 +201,10 @@ def launch(recipe: ModuleType, argv: Optional[List[str]] = None) -> int:
     args = parse_args(recipe, argv)
     try:
         return run_cli(lambda: execute(recipe, args), args.debug)
+    except Preempted as stop:  # SIGTERM/SIGINT: the trainer saved a snapshot first
+        print(f'{stop}; continue with: python -m recipes.{recipe.NAME} --out {args.out} '
+              '--resume (plus the same --config/--set)', file=sys.stderr)
+        return stop.code
     except KeyboardInterrupt:
         if args.debug:
             raise

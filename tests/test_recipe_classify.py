@@ -1,6 +1,7 @@
 """The classify recipe end to end, in-process through ``recipes.classify.main(argv)``."""
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,27 @@ def test_load_trained_returns_the_best_model(tmp_path, capsys):
     assert accuracy == pytest.approx(best, abs=1e-6)
     with pytest.raises(classify.TrainerlibError, match='model=mlp'):
         classify.load_trained(str(tmp_path), 'mlp')
+
+
+def test_sigterm_stops_with_143_and_resume_finishes_identically(tmp_path, capsys, monkeypatch):
+    base = DIGITS + ['--set', 'model=mlp', '--set', 'train.epochs=2']
+    straight, stopped = tmp_path / 'straight', tmp_path / 'stopped'
+    assert classify.main(base + ['--out', str(straight)]) == 0
+
+    def sigterm_at_30(trainer):
+        if trainer.updater.iteration == 30:
+            os.kill(os.getpid(), signal.SIGTERM)
+    run = classify.Trainer.run
+
+    def run_with_signal(trainer):
+        trainer.extend(sigterm_at_30, trigger=(1, 'iteration'))
+        run(trainer)
+    monkeypatch.setattr(classify.Trainer, 'run', run_with_signal)
+    assert classify.main(base + ['--out', str(stopped)]) == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert 'SIGTERM after iteration 30' in err and '--resume' in err
+    assert (stopped / 'mlp' / 'snapshot_iter_30').is_file()
+    assert classify.main(base + ['--out', str(stopped), '--resume']) == 0
+    assert without_time(read_json(stopped / 'mlp' / 'log')) == \
+        without_time(read_json(straight / 'mlp' / 'log'))

@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 import extensions as E
 from trainerlib import Classifier, Trainer
 from trainerlib.iterators import SerialIterator
+from trainerlib.triggers import ManualScheduleTrigger
 from trainerlib.updaters import StandardUpdater
 
 TOTAL = 10
@@ -118,6 +119,23 @@ def test_resume_writes_each_step_once_with_the_same_values(tmp_path, uninterrupt
     assert want_histograms['main/predictor/bias/data'] == [5, 10]      # (1, 'epoch')
     got = scalars(events)
     assert set(got) == set(want)
+    for tag, points in want.items():
+        assert [s for s, _ in got[tag]] == [s for s, _ in points], tag
+        if tag != 'elapsed_time':
+            assert got[tag] == points, tag
+
+
+def test_steps_written_after_the_snapshot_of_a_killed_run_are_purged(tmp_path, uninterrupted):
+    """A run killed at iteration 9 resumes from its snapshot of iteration 5."""
+    snapshot = io.BytesIO()
+    first, _ = build(tmp_path, histograms=True)
+    first.extend(lambda tr: torch.save(tr.state_dict(), snapshot), trigger=ManualScheduleTrigger(5, 'iteration'))
+    first.run()  # goes on to 10: steps 6 and 9 were written after the snapshot
+    snapshot.seek(0)
+    resumed, _ = build(tmp_path, seed=3, histograms=True)
+    resumed.load_state_dict(torch.load(snapshot, weights_only=True))
+    resumed.run()
+    got, want = scalars(read_events(tmp_path / 'tb')), uninterrupted[0]
     for tag, points in want.items():
         assert [s for s, _ in got[tag]] == [s for s, _ in points], tag
         if tag != 'elapsed_time':

@@ -4,6 +4,7 @@ from trainerlib.errors import NonFiniteError, OutputDirError, SnapshotError, Tra
 from trainerlib.extension import (PRIORITY_EDITOR, PRIORITY_READER, PRIORITY_SNAPSHOT,
                                   PRIORITY_WRITER, Extension, make_extension)
 from trainerlib.models import Classifier
+from trainerlib.preemption import Preempted, Preemption
 from trainerlib.reporter import Reporter, report, report_scope
 from trainerlib.summary import DictSummary, Summary
 from trainerlib.trainer import Trainer
@@ -12,5 +13,5 @@ __version__ = '0.1.0'
 
 __all__ = ['Classifier', 'DictSummary', 'Extension', 'NonFiniteError', 'OutputDirError',
            'PRIORITY_EDITOR', 'PRIORITY_READER', 'PRIORITY_SNAPSHOT', 'PRIORITY_WRITER',
-           'Reporter', 'SnapshotError', 'Summary', 'Trainer', 'TrainerlibError',
+           'Preempted', 'Preemption', 'Reporter', 'SnapshotError', 'Summary', 'Trainer', 'TrainerlibError',
            'make_extension', 'report', 'report_scope', '__version__']
