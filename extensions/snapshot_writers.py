@@ -7,7 +7,7 @@ import threading
 import warnings
 from typing import Any, Callable, List, Optional
 
-from trainerlib.errors import NonFiniteError, SnapshotError
+from trainerlib.errors import NonFiniteError, OutputDirError, SnapshotError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension
 from trainerlib.serialization import cpu_copy, load_state, remove_partial_files, save_state
 
@@ -88,8 +88,10 @@ class Snapshot(Extension):
         try:
             save_state(state, path)
         except OSError as e:
-            raise OSError(e.errno, f'could not write snapshot {path!r} ({e.strerror or e}); '
-                          'the previous snapshots are intact') from None
+            error = OutputDirError(f'could not write snapshot {path!r} ({e.strerror or e}); '
+                                   'the previous snapshots are intact')
+            error.errno = e.errno
+            raise error from None
         if self.n_retains > 0:
             self._remove_old(os.path.dirname(path), keep=os.path.basename(path))
 

@@ -214,21 +214,23 @@ class Trainer:
                 traceback.print_exc()
 
     def _finalize(self, entries: List[_Entry], failed: bool) -> None:
+        """Finalize every extension and the updater, even when one of them fails.
+
+        The first error is raised (unless training already failed); the others,
+        which cannot be raised too, are printed with their tracebacks.
+        """
         errors = []
-        for name, fn in [(e.extension.name, e.extension.finalize) for e in entries]:
+        calls = [(f'extension {e.extension.name!r}', e.extension.finalize) for e in entries]
+        for what, fn in calls + [('the updater', lambda trainer: self.updater.finalize())]:
             try:
                 fn(self)
             except Exception as e:  # finalize the others, then report
-                errors.append(e)
-                sys.stderr.write(f'Error in finalize of extension {name!r}:\n')
-                traceback.print_exc()
-        try:
-            self.updater.finalize()
-        except Exception as e:
-            errors.append(e)
-            traceback.print_exc()
+                errors.append((what, e))
+        for what, error in errors[0 if failed else 1:]:
+            sys.stderr.write(f'Error in finalize of {what}:\n')
+            traceback.print_exception(type(error), error, error.__traceback__)
         if errors and not failed:
-            raise errors[0]
+            raise errors[0][1]
 
     def state_dict(self) -> dict:
         """Progress of the whole run (see DESIGN §6): updater, triggers, extensions, RNG, time."""
