@@ -25,11 +25,17 @@ def _as_tensor(value: Any, like: Optional[torch.Tensor]) -> torch.Tensor:
 
 
 def _stack(values: List[Any]) -> torch.Tensor:
-    like = next((v for v in values if isinstance(v, torch.Tensor)), None)
-    return torch.stack([_as_tensor(v, like) for v in values]).to(torch.float64)
+    try:  # the usual case, tensors on one device: a single kernel
+        stacked = torch.stack(values)
+    except (TypeError, RuntimeError):  # numbers, or tensors on several devices
+        like = next((v for v in values if isinstance(v, torch.Tensor)), None)
+        stacked = torch.stack([_as_tensor(v, like) for v in values])
+    return stacked.to(torch.float64)
 
 
 def _is_scalar(value: Any) -> bool:
+    if type(value) is torch.Tensor:  # the usual case first: it runs for every report
+        return value.ndim == 0 and value.dtype is not torch.bool
     if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
         return value.ndim == 0 and (value.dtype != torch.bool if isinstance(value, torch.Tensor)
                                     else value.dtype.kind in 'iuf')
