@@ -10,9 +10,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from trainerlib import triggers
 from trainerlib._state import load_into, state_of
 from trainerlib.extension import PRIORITY_READER, Extension
-from trainerlib.serialization import atomic_open, remove_partial_files
+from trainerlib.serialization import remove_partial_files
 from trainerlib.summary import DictSummary
-
+from trainerlib.text_writer import BackgroundTextWriter
 
 
 def _encode(entry: Dict[str, Any]) -> str:
@@ -25,7 +25,7 @@ class LogReport(Extension):
     Each entry holds the (weighted) means of the reported values since the last
     entry, plus ``epoch``, ``iteration`` and ``elapsed_time``. The whole list is
     rewritten atomically to ``out/<filename>`` as JSON (the format Chainer and
-    ChainerUI read). Reported tensors are converted to floats only here, once
+    ChainerUI read), by a background thread; the file is complete after training. Reported tensors are converted to floats only here, once
     per entry. The log and the partial summary are saved in snapshots.
 
     Args:
@@ -49,6 +49,7 @@ class LogReport(Extension):
         self._log: List[Dict[str, Any]] = []
         self._encoded: List[str] = []   # JSON text of each entry, encoded once
         self._summary = DictSummary()
+        self._writer = BackgroundTextWriter()
 
     @property
     def log(self) -> List[Dict[str, Any]]:
@@ -81,9 +82,13 @@ class LogReport(Extension):
         self._encoded.append(_encode(entry))
         self._summary = DictSummary()
         if self._filename is not None:
-            # the same text as json.dump(log, f, indent=4), without re-encoding old entries
-            with atomic_open(os.path.join(trainer.out, self._filename), 'w', durable=False) as f:
-                f.write('[\n' + ',\n'.join(self._encoded) + '\n]')
+            # the same text as json.dump(log, f, indent=4), without re-encoding old
+            # entries; written atomically by a thread (finalize waits for it)
+            self._writer.write(os.path.join(trainer.out, self._filename),
+                               '[\n' + ',\n'.join(self._encoded) + '\n]')
+
+    def finalize(self, trainer=None) -> None:
+        self._writer.flush()
 
     def state_dict(self) -> dict:
         return {'log': copy.deepcopy(self._log), 'summary': self._summary.state_dict(),
