@@ -18,14 +18,18 @@ def _batch_getter(dataset: Any):
     """
     if getattr(dataset, 'supports_batch', False):
         get = dataset.get_batch
-    elif isinstance(dataset, torch.utils.data.TensorDataset):
+        return lambda idx, size: CollatedBatch(get(idx), size)
+    if isinstance(dataset, torch.utils.data.TensorDataset):
         tensors = dataset.tensors
-        get = lambda idx: tuple(_take(t, idx) for t in tensors)  # noqa: E731
-    elif isinstance(dataset, (torch.Tensor, np.ndarray)):
-        get = lambda idx: _take(dataset, idx)  # noqa: E731
-    else:
-        return None
-    return lambda idx, size: CollatedBatch(get(idx), size)
+        if len(tensors) == 2:  # (inputs, labels): the usual case, unrolled
+            a, b = tensors
+            return lambda idx, size: CollatedBatch(
+                (a[idx], b[idx]) if type(idx) is slice
+                else (a.index_select(0, idx), b.index_select(0, idx)), size)
+        return lambda idx, size: CollatedBatch(tuple(_take(t, idx) for t in tensors), size)
+    if isinstance(dataset, (torch.Tensor, np.ndarray)):
+        return lambda idx, size: CollatedBatch(_take(dataset, idx), size)
+    return None
 
 
 def _take(array: Any, idx: Any) -> Any:
@@ -95,6 +99,13 @@ class SerialIterator(Iterator):
             raise StopIteration
         n = self._epoch_size
         start = self.current_position
+        end = start + self.batch_size
+        if end < n and self._get_batch is not None:  # inside an epoch: the hot path
+            self._previous_epoch_detail = self.epoch + start / n
+            self.is_new_epoch = False
+            self.current_position = end
+            return self._get_batch(self._order[start:end] if self.shuffle
+                                   else slice(start, end), self.batch_size)
         self._previous_epoch_detail = self.epoch + start / n
         self.is_new_epoch = False
         i, remaining, ranges = start, self.batch_size, []   # (order, begin, end) pieces
