@@ -1,5 +1,4 @@
 """The classify recipe end to end, in-process through ``recipes.classify.main(argv)``."""
-import json
 import os
 import signal
 from pathlib import Path
@@ -16,17 +15,12 @@ from trainerlib.config import load_config  # noqa: E402
 from trainerlib.convert import concat_examples  # noqa: E402
 from trainerlib.iterators import SerialIterator  # noqa: E402
 from trainerlib.serialization import load_snapshot  # noqa: E402
+from recipe_checks import one_line_error, read_json, without_time  # noqa: E402
 
 DIGITS = ['--set', 'dataset=digits']
 CONFIG = Path(classify.__file__).parent / 'configs' / 'classify.yaml'
 
 
-def read_json(path):
-    return json.loads(Path(path).read_text())
-
-
-def without_time(log):
-    return [{k: v for k, v in entry.items() if k != 'elapsed_time'} for entry in log]
 
 
 def test_shipped_config_is_the_defaults():
@@ -101,13 +95,6 @@ def test_resume_continues_a_finished_run(tmp_path, capsys):
         ['snapshot_iter_23', 'snapshot_iter_45']
     assert yaml.safe_load((resumed / 'config.yaml').read_text())['train']['epochs'] == 2
 
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), err
-    assert 'Traceback' not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize('argv, fragments', [

@@ -1,5 +1,4 @@
 """The explain recipe end to end, in-process through ``recipes.explain.main(argv)``."""
-import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from recipes.launcher import schema_of  # noqa: E402
 from trainerlib.config import load_config  # noqa: E402
 from trainerlib.serialization import load_state  # noqa: E402
 from trainerlib.updaters.perturbation_updater import perturb, upsample  # noqa: E402
+from recipe_checks import one_line_error, read_json, without_time  # noqa: E402
 
 CONFIG = Path(explain.__file__).parent / 'configs' / 'explain.yaml'
 TINY = ['--set', 'dataset=digits', '--set', 'explain.mask_size=4', '--set', 'explain.images=20',
@@ -24,12 +24,6 @@ TINY = ['--set', 'dataset=digits', '--set', 'explain.mask_size=4', '--set', 'exp
 torch.set_flush_denormal(True)
 
 
-def read_json(path):
-    return json.loads(Path(path).read_text())
-
-
-def without_time(log):
-    return [{k: v for k, v in entry.items() if k != 'elapsed_time'} for entry in log]
 
 
 @pytest.fixture(scope='module')
@@ -126,13 +120,6 @@ def test_overconfidence_is_warned_and_mitigated(tmp_path, capsys, digits_run):
     n_above = sum(r['prob_before'] > 0.3 for r in summary['per_image'])
     assert summary['circle_init_images'] == n_above > 0
 
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), err
-    assert 'Traceback' not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize('argv, fragments', [

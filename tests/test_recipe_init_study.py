@@ -1,5 +1,4 @@
 """The init_study recipe: initialisers, signal at init, runs through ``main(argv)``, errors."""
-import json
 import math
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from recipes._init_study_net import PlainMLP, init_linear, signal_stats  # noqa:
 from recipes.launcher import schema_of  # noqa: E402
 from trainerlib.config import load_config  # noqa: E402
 from trainerlib.serialization import load_state  # noqa: E402
+from recipe_checks import one_line_error, read_json, without_time  # noqa: E402
 
 torch.set_flush_denormal(True)  # the Glorot nets' signals vanish into denormals
 
@@ -27,16 +27,6 @@ TINY = ['--set', 'model.width=16', '--set', 'model.shallow_depth=1',
 RUNS = ('glorot_1', 'he_1', 'glorot_3', 'he_3')
 
 
-def read_json(path):
-    return json.loads(Path(path).read_text())
-
-
-def without_time(obj):
-    if isinstance(obj, dict):
-        return {k: without_time(v) for k, v in obj.items() if k != 'elapsed_time'}
-    if isinstance(obj, list):
-        return [without_time(v) for v in obj]
-    return obj
 
 
 def files_of(folder):
@@ -169,13 +159,6 @@ def test_resume_gives_the_same_runs(tmp_path, capsys):
                                    '--resume']) == 0
     assert without_time(read_json(resumed / 'summary.json')) == without_time(before)
 
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), err
-    assert 'Traceback' not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize('argv, fragments', [

@@ -1,5 +1,4 @@
 """The multi_head recipe: the composite builder, and the recipe end to end through main(argv)."""
-import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from trainerlib.config import load_config  # noqa: E402
 from trainerlib.datasets import get_digits  # noqa: E402
 from trainerlib.iterators import SerialIterator  # noqa: E402
 from trainerlib.serialization import load_state  # noqa: E402
+from recipe_checks import one_line_error, read_json, without_time  # noqa: E402
 
 torch.set_flush_denormal(True)
 
@@ -26,12 +26,6 @@ TINY = ['--set', 'dataset=digits', '--set', 'data.positions=2', '--set', 'data.t
 ITERS = 47  # ceil(3000 / 64): iterations of one epoch
 
 
-def read_json(path):
-    return json.loads(Path(path).read_text())
-
-
-def without_time(log):
-    return [{k: v for k, v in entry.items() if k != 'elapsed_time'} for entry in log]
 
 
 def test_shipped_config_is_the_defaults():
@@ -197,13 +191,6 @@ def test_resume_continues_a_finished_run(tmp_path, capsys):
         {k: v for k, v in b.items() if k != 'elapsed_time'}
     assert yaml.safe_load((resumed / 'config.yaml').read_text())['train']['epochs'] == 2
 
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), err
-    assert 'Traceback' not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize('argv, fragments', [

@@ -1,6 +1,5 @@
 """The path_sgd recipe end to end, in-process through ``recipes.path_sgd.main(argv)``."""
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from recipes._path_sgd_nets import build_mlp, unbalance  # noqa: E402
 from recipes.launcher import schema_of  # noqa: E402
 from trainerlib.config import load_config  # noqa: E402
 from trainerlib.optimizers import path_gammas  # noqa: E402
+from recipe_checks import one_line_error, read_json, without_time  # noqa: E402
 
 CONFIG = Path(path_sgd.__file__).parent / 'configs' / 'path_sgd.yaml'
 # digits (1,438 train / 359 test), a small net, 2 epochs: seconds for the whole grid
@@ -33,17 +33,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def read_json(path):
-    return json.loads(Path(path).read_text())
-
-
-def without_time(obj):
-    """``obj`` with every ``elapsed_time`` removed (the only thing a resume may change)."""
-    if isinstance(obj, dict):
-        return {k: without_time(v) for k, v in obj.items() if k != 'elapsed_time'}
-    if isinstance(obj, list):
-        return [without_time(v) for v in obj]
-    return obj
 
 
 def test_shipped_config_is_the_defaults():
@@ -168,13 +157,6 @@ def test_resume_continues_the_grid_exactly(tmp_path, capsys):
     assert {c['status'] for c in summary['cells'].values()} == {'finished', 'diverged'}
     assert (resumed / 'results.csv').read_text() == (straight / 'results.csv').read_text()
 
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), err
-    assert 'Traceback' not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize('argv, fragments', [
