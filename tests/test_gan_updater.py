@@ -121,6 +121,25 @@ def test_losses_equal_hand_formulas(loss):
     torch.testing.assert_close(obs['gen/loss'], want)
 
 
+@pytest.mark.parametrize('real_label', [1.0, 0.9, 0.5])
+def test_bce_real_label_is_one_sided_smoothing(real_label):
+    updater = make('bce', real_label=real_label)
+    gen0, dis0 = copy.deepcopy(updater.gen), copy.deepcopy(updater.dis)
+    real = X[:B]
+    torch.manual_seed(1)
+    obs = observe(updater, updater.update_discriminator, real)
+    torch.manual_seed(1)
+    r, f = dis0(real), dis0(gen0(torch.randn(B, NZ)).detach())
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    want = bce(r, torch.full_like(r, real_label)) + bce(f, torch.zeros_like(f))
+    torch.testing.assert_close(obs['dis/loss'], want)
+    torch.manual_seed(2)                        # G's loss does not depend on the label
+    obs = observe(updater, updater.update_generator, B)
+    torch.manual_seed(2)
+    f = updater.dis(gen0(torch.randn(B, NZ)))
+    torch.testing.assert_close(obs['gen/loss'], bce(f, torch.ones_like(f)))
+
+
 def test_wgan_gp_penalty_equals_a_direct_computation():
     dis = Quadratic()
     real, fake = X[:B], torch.randn(B, DIM, generator=torch.Generator().manual_seed(3))
@@ -208,3 +227,6 @@ def test_custom_noise_and_bad_arguments():
         GANUpdater(it, gen, dis, opt, opt, n_dis=0, z_dim=NZ)
     with pytest.raises(ValueError, match='z_dim'):
         GANUpdater(it, gen, dis, opt, opt)
+    for loss, label in [('bce', 0.0), ('bce', 1.1), ('hinge', 0.9)]:
+        with pytest.raises(ValueError, match='real_label'):
+            GANUpdater(it, gen, dis, opt, opt, loss=loss, real_label=label, z_dim=NZ)

@@ -16,10 +16,18 @@ Noise = Callable[[int, torch.device], torch.Tensor]
 LOSSES = ('bce', 'hinge', 'wgan-gp')
 
 
-def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """D's loss from its logits on a real and a fake batch (without WGAN-GP's penalty)."""
-    if kind == 'bce':     # BCE-with-logits: real -> 1, fake -> 0
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
+def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor,
+                       real_label: float = 1.0) -> torch.Tensor:
+    """D's loss from its logits on a real and a fake batch (without WGAN-GP's penalty).
+
+    ``real_label`` (``'bce'`` only) is the target of real examples; below 1 it is one-sided
+    label smoothing (Salimans et al. 2016: e.g. 0.9; fakes keep the target 0).
+    """
+    if kind == 'bce':     # BCE-with-logits: real -> real_label, fake -> 0
+        real_loss = F.softplus(-real).mean()
+        if real_label != 1.0:
+            real_loss = real_label * real_loss + (1 - real_label) * F.softplus(real).mean()
+        return real_loss + F.softplus(fake).mean()
     if kind == 'hinge':
         return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
     return fake.mean() - real.mean()
@@ -65,6 +73,8 @@ class GANUpdater(Updater):
         z_dim: noise shape per example (int or tuple) for the default ``N(0, 1)`` noise.
         noise: ``noise(batch_size, device) -> z``; overrides ``z_dim``.
         gp_weight: weight of WGAN-GP's gradient penalty.
+        real_label: ``'bce'`` only: D's target for real examples, in (0, 1]; default 1.0,
+            0.9 is one-sided label smoothing (G's loss is unchanged).
         converter: ``converter(batch, device)``; a tuple/list result's first element is
             the real images (labels are ignored), anything else is used as is.
         device: where batches and both models go; None leaves them where they are.
@@ -75,7 +85,7 @@ class GANUpdater(Updater):
                  discriminator: torch.nn.Module, gen_optimizer: torch.optim.Optimizer,
                  dis_optimizer: torch.optim.Optimizer, *, loss: str = 'bce', n_dis: int = 1,
                  z_dim: Union[None, int, Sequence[int]] = None, noise: Optional[Noise] = None,
-                 gp_weight: float = 10.0, converter: Callable[..., Any] = concat_examples,
+                 gp_weight: float = 10.0, real_label: float = 1.0, converter: Callable[..., Any] = concat_examples,
                  device: DeviceLike = None, amp: Union[bool, str] = False) -> None:
         super().__init__(iterator, {'gen': gen_optimizer, 'dis': dis_optimizer},
                          {'gen': generator, 'dis': discriminator})
@@ -83,11 +93,15 @@ class GANUpdater(Updater):
             raise ValueError(f'loss must be one of {LOSSES}, got {loss!r}')
         if not isinstance(n_dis, int) or n_dis < 1:
             raise ValueError(f'n_dis must be an integer >= 1, got {n_dis!r}')
+        if not 0 < real_label <= 1 or (loss != 'bce' and real_label != 1.0):
+            raise ValueError(f"real_label must be in (0, 1] and needs loss='bce', got "
+                             f'{real_label!r} with loss={loss!r}')
         if noise is None and z_dim is None:
             raise ValueError('give z_dim= (for N(0, 1) noise) or noise=(batch_size, device) -> z')
         self.gen, self.dis = generator, discriminator
         self.gen_opt, self.dis_opt = gen_optimizer, dis_optimizer
         self.loss, self.n_dis, self.gp_weight = loss, n_dis, gp_weight
+        self.real_label = float(real_label)
         self.z_shape: Tuple[int, ...] = (z_dim,) if isinstance(z_dim, int) else tuple(z_dim or ())
         self.noise = noise or self.normal_noise
         self.converter, self.device = converter, device
@@ -117,7 +131,7 @@ class GANUpdater(Updater):
         with self.amp.autocast():
             with torch.no_grad():   # the fake batch is detached: G gets nothing from D's loss
                 fake = self.gen(self.noise(real.shape[0], real.device))
-            loss = discriminator_loss(self.loss, self.dis(real), self.dis(fake))
+            loss = discriminator_loss(self.loss, self.dis(real), self.dis(fake), self.real_label)
             if self.loss == 'wgan-gp':
                 gp = gradient_penalty(self.dis, real, fake)
                 loss = loss + self.gp_weight * gp
