@@ -68,7 +68,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     'quality': {
         'classifier': None,         # a classify run dir (its cnn/best_model.pt); None: train one
-        'classifier_epochs': 2,     # when trained here
+        'classifier_epochs': 3,     # when trained here
         'n_samples': 1000,
         'every_epoch': True,        # report quality/* into the log each epoch
         'target_mean_max_prob': 0.8,
