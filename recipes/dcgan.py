@@ -30,7 +30,7 @@ import extensions as E
 from recipes import classify
 from recipes._dcgan_nets import Discriminator, Generator, dcgan_init, init_output_bias
 from recipes._dcgan_quality import Judge, quality_report
-from recipes.launcher import Context, launch, schema_of, write_json
+from recipes.launcher import Context, launch, schema_of, torch_threads, write_json
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice, load_config
 from trainerlib.convert import concat_examples
@@ -208,14 +208,9 @@ def references(judge: Judge, cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any
 
 def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     """Train the judge (unless given), then the DCGAN; return the summary."""
-    threads = torch.get_num_threads()
-    if cfg['threads']:
-        torch.set_num_threads(cfg['threads'])   # tiny convolutions: 1 thread is often fastest
     torch.set_flush_denormal(True)
-    try:
+    with torch_threads(cfg['threads']):  # tiny convolutions: 1 thread is often fastest
         return _run(cfg, ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:

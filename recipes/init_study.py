@@ -25,7 +25,7 @@ import torch
 import extensions as E
 from recipes._init_study_net import INITS, PlainMLP, signal_stats
 from recipes._init_study_plot import plot_study
-from recipes.launcher import Context, launch
+from recipes.launcher import Context, launch, torch_threads
 from trainerlib import Classifier, Trainer, triggers
 from trainerlib.config import Choice
 from trainerlib.datasets import TupleDataset, get_dataset
@@ -208,13 +208,8 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     cores), and the float results do not depend on the machine's core count.
     """
     torch.set_flush_denormal(True)  # vanishing signals make denormals: ~4x slower without
-    threads = torch.get_num_threads()
-    if cfg['threads']:
-        torch.set_num_threads(cfg['threads'])
-    try:
+    with torch_threads(cfg['threads']):
         return _run(cfg, ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:

@@ -19,12 +19,13 @@ returned). User errors print one line and exit 2; ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 import yaml
@@ -78,6 +79,18 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f'device {name!r} was asked for but CUDA is not available here; '
                           'use --device cpu')
     return device
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Use ``n`` torch CPU threads inside the block (0: leave torch's choice), then restore."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_json(obj: Any, path: str) -> None:

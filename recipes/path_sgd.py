@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import extensions as E
 from recipes import _path_sgd_report as report
 from recipes._path_sgd_nets import INITS, OPTIMIZERS, build_mlp, make_optimizer, unbalance
-from recipes.launcher import Context, launch, write_json
+from recipes.launcher import Context, launch, torch_threads, write_json
 from trainerlib import Classifier, Trainer, triggers
 from trainerlib.config import Choice
 from trainerlib.datasets import TupleDataset, get_dataset
@@ -206,13 +206,8 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
 
     ``cfg['threads']`` torch CPU threads are used meanwhile (restored afterwards).
     """
-    threads = torch.get_num_threads()
-    if cfg['threads']:
-        torch.set_num_threads(cfg['threads'])
-    try:
+    with torch_threads(cfg['threads']):
         return _run(cfg, ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:

@@ -114,3 +114,15 @@ def test_saved_config_repeats_the_run(classify_run, tmp_path, capsys):
     first = yaml.safe_load((classify_run / 'mlp' / 'final.json').read_text())
     second = yaml.safe_load((again / 'mlp' / 'final.json').read_text())
     assert first['test_accuracy'] == second['test_accuracy']
+
+
+@pytest.mark.parametrize('n', [0, 1])
+def test_torch_threads_restores_the_thread_count(n):
+    import torch
+    from recipes.launcher import torch_threads
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with torch_threads(n):
+            assert torch.get_num_threads() == (n or before)
+            raise RuntimeError('training failed')
+    assert torch.get_num_threads() == before
