@@ -1,4 +1,4 @@
-"""``python -m recipes <name> [options]``: run a recipe by name (``python -m recipes`` lists them)."""
+"""``python -m recipes <name> [options]``: run a recipe by name (no name: list them)."""
 from __future__ import annotations
 
 import importlib

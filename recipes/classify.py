@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 import extensions as E
 from trainerlib import Classifier, Trainer, triggers
-from recipes.launcher import Context, launch, schema_of, write_json
+from recipes.launcher import Context, check_test_fraction, launch, schema_of, write_json
 from trainerlib.config import Choice, load_config
 from trainerlib.datasets import get_dataset, split_dataset_random
 from trainerlib.errors import ConfigError, TrainerlibError
@@ -117,9 +117,7 @@ def check_values(cfg: Dict[str, Any]) -> None:
     if not 0 <= train['label_smoothing'] < 1:
         raise ConfigError("config key 'train.label_smoothing' must be in [0, 1), got "
                           f"{train['label_smoothing']}")
-    if not 0 < cfg['data']['test_fraction'] < 1:
-        raise ConfigError("config key 'data.test_fraction' must be between 0 and 1 "
-                          f"(exclusive), got {cfg['data']['test_fraction']}")
+    check_test_fraction(cfg)
 
 
 def load_data(cfg: Dict[str, Any]):

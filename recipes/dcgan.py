@@ -30,7 +30,8 @@ import extensions as E
 from recipes import classify
 from recipes._dcgan_nets import Discriminator, Generator, dcgan_init, init_output_bias
 from recipes._dcgan_quality import Judge, quality_report
-from recipes.launcher import Context, launch, schema_of, torch_threads, write_json
+from recipes.launcher import (Context, check_test_fraction, launch, schema_of, torch_threads,
+                              write_json)
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice, load_config
 from trainerlib.convert import concat_examples
@@ -100,9 +101,7 @@ def check_values(cfg: Dict[str, Any]) -> None:
                           f"smoothing), got {cfg['train']['real_label']}")
     if not 0 <= cfg['train']['beta1'] < 1:
         raise ConfigError(f"config key 'train.beta1' must be in [0, 1), got {cfg['train']['beta1']}")
-    if not 0 < cfg['data']['test_fraction'] < 1:
-        raise ConfigError("config key 'data.test_fraction' must be between 0 and 1 (exclusive), "
-                          f"got {cfg['data']['test_fraction']}")
+    check_test_fraction(cfg)
     if cfg['threads'] < 0 or cfg['data']['max_train'] < 0:
         raise ConfigError("config keys 'threads' and 'data.max_train' must be >= 0 (0: default)")
     if cfg['dataset'] == 'emnist' and cfg['data']['root'] is None:

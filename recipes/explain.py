@@ -33,7 +33,7 @@ import torch
 import extensions as E
 from recipes import classify
 from recipes._explain_output import save_pictures
-from recipes.launcher import Context, launch, write_json
+from recipes.launcher import Context, check_test_fraction, launch, write_json
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice, save_config
 from trainerlib.convert import concat_examples
@@ -107,9 +107,7 @@ def check_values(cfg: Dict[str, Any]) -> None:
     if not 0 <= train['label_smoothing'] < 1:
         raise ConfigError("config key 'classifier.train.label_smoothing' must be in [0, 1), "
                           f"got {train['label_smoothing']}")
-    if not 0 < cfg['data']['test_fraction'] < 1:
-        raise ConfigError("config key 'data.test_fraction' must be between 0 and 1 "
-                          f"(exclusive), got {cfg['data']['test_fraction']}")
+    check_test_fraction(cfg)
 
 
 def classify_config(cfg: Dict[str, Any]) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 import extensions as E
 from recipes._init_study_net import INITS, PlainMLP, signal_stats
 from recipes._init_study_plot import plot_study
-from recipes.launcher import Context, launch, torch_threads
+from recipes.launcher import Context, check_test_fraction, launch, torch_threads
 from trainerlib import Classifier, Trainer, triggers
 from trainerlib.config import Choice
 from trainerlib.datasets import TupleDataset, get_dataset
@@ -96,9 +96,7 @@ def check_values(cfg: Dict[str, Any]) -> None:
     if not 0 <= train['momentum'] < 1:
         raise ConfigError(f"config key 'train.momentum' must be in [0, 1), got "
                           f"{train['momentum']}")
-    if not 0 < cfg['data']['test_fraction'] < 1:
-        raise ConfigError("config key 'data.test_fraction' must be between 0 and 1 "
-                          f"(exclusive), got {cfg['data']['test_fraction']}")
+    check_test_fraction(cfg)
 
 
 def load_data(cfg: Dict[str, Any]):

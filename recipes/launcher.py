@@ -93,6 +93,14 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def check_test_fraction(cfg: Dict[str, Any]) -> None:
+    """``cfg['data']['test_fraction']`` must lie strictly between 0 and 1."""
+    fraction = cfg['data']['test_fraction']
+    if not 0 < fraction < 1:
+        raise ConfigError("config key 'data.test_fraction' must be between 0 and 1 "
+                          f'(exclusive), got {fraction}')
+
+
 def write_json(obj: Any, path: str) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_open(path, 'w', durable=False) as f:

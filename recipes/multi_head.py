@@ -30,7 +30,7 @@ import torch.nn as nn
 import extensions as E
 from extensions.plot_report import new_figure
 from recipes._multi_head_data import Composites, build_composites
-from recipes.launcher import Context, launch
+from recipes.launcher import Context, check_test_fraction, launch
 from trainerlib import Trainer, reporter, triggers
 from trainerlib.config import Choice
 from trainerlib.datasets import get_dataset
@@ -128,9 +128,7 @@ def check_values(cfg: Dict[str, Any]) -> None:
     if not 2 <= data['positions'] <= 5:
         raise ConfigError(f"config key 'data.positions' must be between 2 and 5, "
                           f"got {data['positions']}")
-    if not 0 < data['test_fraction'] < 1:
-        raise ConfigError("config key 'data.test_fraction' must be between 0 and 1 "
-                          f"(exclusive), got {data['test_fraction']}")
+    check_test_fraction(cfg)
     if data['overlap'] < 0:
         raise ConfigError(f"config key 'data.overlap' must be >= 0, got {data['overlap']}")
 

@@ -47,10 +47,6 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def snapshot_name(path: str) -> str:
-    return os.path.basename(path)
-
-
 def arm(phase: str, iteration: int) -> None:
     """Patch the snapshot writing path to SIGKILL this process at ``phase``."""
     target = f'snapshot_iter_{iteration}'
@@ -71,14 +67,14 @@ def arm(phase: str, iteration: int) -> None:
     save_state = serialization.save_state
 
     def tracking_save_state(obj, path):
-        state['writing'] = snapshot_name(path)
+        state['writing'] = os.path.basename(path)
         return save_state(obj, path)
     snapshot_writers.save_state = tracking_save_state
     if phase == 'pre-rename':
         replace = os.replace
 
         def replace_then_die(src, dst):
-            if snapshot_name(dst) == target:
+            if os.path.basename(dst) == target:
                 die()
             return replace(src, dst)
         serialization.os.replace = replace_then_die

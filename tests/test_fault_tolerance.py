@@ -35,6 +35,16 @@ def run_worker(out, *args, timeout=120, check=True):
     return proc
 
 
+def start_worker(out, *args):
+    """Start the worker and return once it has completed its first iteration."""
+    proc = subprocess.Popen([sys.executable, WORKER, str(out), '--iterations', str(ITERATIONS),
+                             *args], stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith('iteration'):
+            return proc, line
+    raise AssertionError(f'the worker ended before its first iteration ({proc.wait()})')
+
+
 def started_at(proc):
     lines = [line for line in proc.stdout.splitlines() if line.startswith('started at')]
     return int(lines[0].split()[-1])
@@ -124,13 +134,7 @@ def test_kill9_at_random_times_resumes_bit_identical(tmp_path, reference):
     rng = random.Random(7)
     kills = 0
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, WORKER, str(out), '--iterations',
-                                 str(ITERATIONS), '--sleep', '0.02'],
-                                stdout=subprocess.PIPE, text=True)
-        # wait until training runs, then kill at a random instant
-        for line in proc.stdout:
-            if line.startswith('iteration'):
-                break
+        proc, _ = start_worker(out, '--sleep', '0.02')
         time.sleep(rng.uniform(0.0, 1.0))
         proc.kill()
         proc.communicate(timeout=60)
@@ -157,12 +161,7 @@ def test_sigterm_snapshots_then_resumes_identically(tmp_path, reference):
 def test_external_sigterm_and_sigint(tmp_path, reference):
     out = tmp_path / 'run'
     for signum in (signal.SIGTERM, signal.SIGINT):
-        proc = subprocess.Popen([sys.executable, WORKER, str(out), '--iterations',
-                                 str(ITERATIONS), '--sleep', '0.05'],
-                                stdout=subprocess.PIPE, text=True)
-        for line in proc.stdout:
-            if line.startswith('iteration'):
-                break
+        proc, line = start_worker(out, '--sleep', '0.05')
         proc.send_signal(signum)
         stdout, _ = proc.communicate(timeout=60)
         assert proc.returncode == 128 + signum
@@ -174,12 +173,7 @@ def test_external_sigterm_and_sigint(tmp_path, reference):
 
 
 def test_second_signal_aborts_at_once(tmp_path):
-    proc = subprocess.Popen([sys.executable, WORKER, str(tmp_path), '--iterations',
-                             str(ITERATIONS), '--sleep', '0.05', '--hang-on-preemption', '60'],
-                            stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith('iteration'):
-            break
+    proc, _ = start_worker(tmp_path, '--sleep', '0.05', '--hang-on-preemption', '60')
     proc.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     assert proc.poll() is None  # still finishing (hangs in on_preemption)
