@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional
 
 from trainerlib.errors import NonFiniteError, OutputDirError, SnapshotError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension
-from trainerlib.serialization import cpu_copy, load_state, remove_partial_files, save_state
+from trainerlib.serialization import dump_state, load_state, remove_partial_files, write_file
 
 
 def _pattern(template: str) -> 're.Pattern[str]':
@@ -53,18 +53,19 @@ class Snapshot(Extension):
     def write(self, trainer, background: bool = False) -> str:
         """Write the snapshot; returns its path.
 
-        With ``background`` the state is first copied to the CPU (so training can go
-        on changing it) and written by a thread; the previous write is waited for
-        first, and :meth:`wait` (called by ``finalize``) waits for this one.
+        The state is serialized at once, in this thread. With ``background`` the
+        bytes are written (and fsynced) by a thread while training goes on; the
+        previous write is waited for first, and :meth:`wait` (called by
+        ``finalize``) waits for this one.
         """
         self.wait()
         path = os.path.join(trainer.out, self.filename.format(trainer))
-        state = self._target_of(trainer).state_dict()
+        data = dump_state(self._target_of(trainer).state_dict())
         self._last_path = path
         if not background:
-            self._save(state, path)
+            self._save(data, path)
             return path
-        self._thread = threading.Thread(target=self._save_in_thread, args=(cpu_copy(state), path),
+        self._thread = threading.Thread(target=self._save_in_thread, args=(data, path),
                                         name='trainerlib-snapshot', daemon=True)
         self._thread.start()
         return path
@@ -78,15 +79,15 @@ class Snapshot(Extension):
         if error is not None:
             raise error
 
-    def _save_in_thread(self, state: Any, path: str) -> None:
+    def _save_in_thread(self, data: memoryview, path: str) -> None:
         try:
-            self._save(state, path)
+            self._save(data, path)
         except BaseException as e:  # re-raised in the training thread by wait()
             self._error = e
 
-    def _save(self, state: Any, path: str) -> None:
+    def _save(self, data: memoryview, path: str) -> None:
         try:
-            save_state(state, path)
+            write_file(data, path)
         except OSError as e:
             error = OutputDirError(f'could not write snapshot {path!r} ({e.strerror or e}); '
                                    'the previous snapshots are intact')
@@ -175,8 +176,9 @@ def snapshot(filename: str = 'snapshot_iter_{.updater.iteration}', *, target: An
         snapshot_on_error: also write a snapshot when training raises (except for a
             :class:`~trainerlib.errors.NonFiniteError`: a diverged state is never saved).
         condition: optional ``fn() -> bool``; skip writing when it returns False.
-        background: copy the state to the CPU and write it from a thread while
-            training goes on (one write at a time; ``finalize`` waits for it).
+        background: write the file from a thread while training goes on (the
+            state is serialized first, in the training thread; one write at a
+            time; ``finalize`` waits for it).
 
     When a signal preempts training (see :mod:`trainerlib.preemption`) a trainer
     snapshot is written after the last complete iteration. Files left half-written

@@ -20,7 +20,6 @@ the final parameters.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import signal
 import sys
@@ -51,25 +50,18 @@ def arm(phase: str, iteration: int) -> None:
     """Patch the snapshot writing path to SIGKILL this process at ``phase``."""
     target = f'snapshot_iter_{iteration}'
     state = {'writing': None}
-    if phase == 'mid-write':
-        save = torch.save
+    write_file = serialization.write_file
 
-        def half_save(obj, f, *args, **kwargs):
-            if state['writing'] != target:
-                return save(obj, f, *args, **kwargs)
-            buffer = io.BytesIO()
-            save(obj, buffer, *args, **kwargs)
-            f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
-            f.flush()
-            os.fsync(f.fileno())
-            die()
-        serialization.torch.save = half_save
-    save_state = serialization.save_state
-
-    def tracking_save_state(obj, path):
+    def tracking_write_file(data, path):
         state['writing'] = os.path.basename(path)
-        return save_state(obj, path)
-    snapshot_writers.save_state = tracking_save_state
+        if phase == 'mid-write' and state['writing'] == target:
+            with serialization.atomic_open(path) as f:
+                f.write(data[:len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                die()
+        return write_file(data, path)
+    snapshot_writers.write_file = tracking_write_file
     if phase == 'pre-rename':
         replace = os.replace
 

@@ -6,7 +6,7 @@ import torch
 
 from trainerlib import Classifier, SnapshotError, Trainer
 from trainerlib.iterators import SerialIterator
-from trainerlib.serialization import load_snapshot, load_state, save_file, save_state
+from trainerlib.serialization import load_snapshot, load_state, save_state
 from trainerlib.triggers import IntervalTrigger, get_trigger
 from trainerlib.updaters import StandardUpdater
 
@@ -59,8 +59,7 @@ def test_garbage_snapshot_is_refused(tmp_path, content, message):
 
 def test_truncated_snapshot_is_refused(tmp_path):
     path = tmp_path / 'snap'
-    save_file({'format': 'trainerlib', 'version': '0', 'state': {'w': torch.zeros(1000)}},
-              str(path))
+    save_state({'w': torch.zeros(1000)}, str(path))
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(SnapshotError, match='cannot be loaded safely'):
         load_state(str(path))

@@ -1,4 +1,5 @@
-"""Snapshot writing: background thread from a CPU copy, write failures, retention."""
+"""Snapshot writing: serialized in the loop, written by a background thread; write failures,
+retention."""
 import errno
 import os
 
@@ -6,10 +7,11 @@ import pytest
 import torch
 
 import extensions as E
+from extensions import snapshot_writers
 from trainerlib import Classifier, Trainer, serialization
 from trainerlib.datasets import TupleDataset
 from trainerlib.iterators import SerialIterator
-from trainerlib.serialization import cpu_copy, load_state
+from trainerlib.serialization import dump_state, load_state
 from trainerlib.updaters import StandardUpdater
 
 
@@ -27,28 +29,34 @@ def build(out, iterations=12, **snapshot_kwargs):
 
 def fail_writes_of(monkeypatch, name, error=errno.ENOSPC):
     """Make writing the snapshot file ``name`` fail half-way, like a full disk."""
-    save_file = serialization.save_file
+    write_file = serialization.write_file
 
-    def save_or_fail(obj, path):
+    def write_or_fail(data, path):
         if os.path.basename(path) != name:
-            return save_file(obj, path)
+            return write_file(data, path)
         with serialization.atomic_open(path) as f:
             f.write(b'partial')
             raise OSError(error, os.strerror(error))
-    monkeypatch.setattr(serialization, 'save_file', save_or_fail)
+    monkeypatch.setattr(snapshot_writers, 'write_file', write_or_fail)
 
 
-def test_cpu_copy_shares_no_storage_and_keeps_structure():
+def load_bytes(data, path):
+    path.write_bytes(data)
+    return load_state(str(path))
+
+
+def test_dumped_state_shares_nothing_and_keeps_structure(tmp_path):
     module = torch.nn.BatchNorm1d(3)
     state = {'model': module.state_dict(), 'list': [torch.ones(2), 3, 'x'], 'tuple': (1.5, None)}
-    copy = cpu_copy(state)
-    assert copy['model']._metadata == state['model']._metadata  # module versions kept
-    for key, value in state['model'].items():
-        assert torch.equal(copy['model'][key], value)
-        assert copy['model'][key].data_ptr() != value.data_ptr()
-    assert copy['list'][1:] == [3, 'x'] and copy['tuple'] == (1.5, None)
-    state['list'][0].add_(1)
+    data = dump_state(state)
+    state['list'][0].add_(1)            # training goes on changing the state ...
+    module.running_mean.add_(5)
+    copy = load_bytes(data, tmp_path / 'snapshot')   # ... the bytes hold the old one
     assert torch.equal(copy['list'][0], torch.ones(2))
+    assert torch.equal(copy['model']['running_mean'], torch.zeros(3))
+    assert copy['model']._metadata == state['model']._metadata  # module versions kept
+    assert copy['list'][1:] == [3, 'x'] and copy['tuple'] == (1.5, None)
+    module.load_state_dict(copy['model'])
 
 
 @pytest.mark.parametrize('background', [False, True])

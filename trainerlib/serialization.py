@@ -7,6 +7,7 @@ loading it with ``torch.load(weights_only=True)`` can never run code.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import tempfile
@@ -70,10 +71,11 @@ def remove_partial_files(directory: str, is_target: Callable[[str], bool]) -> No
                 pass
 
 
-def save_file(obj: Any, path: str) -> None:
-    """Write ``obj`` with ``torch.save`` atomically and durably (see :func:`atomic_open`)."""
+def write_file(data: bytes, path: str) -> None:
+    """Write ``data`` (bytes or a buffer) to ``path`` atomically and durably (see
+    :func:`atomic_open`)."""
     with atomic_open(path) as f:
-        torch.save(obj, f)
+        f.write(data)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -89,29 +91,39 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def cpu_copy(state: Any) -> Any:
-    """A copy of a state (dicts, lists, tuples, tensors, plain values) that shares no
-    tensor storage with it: tensors are cloned to the CPU, containers rebuilt.
-
-    Training may go on while the copy is written (see ``extensions.snapshot``).
-    """
+def _on_cpu(state: Any) -> Any:
+    """``state`` with its tensors on the CPU: tensors on another device are copied,
+    CPU tensors are shared; containers are rebuilt (a module's ``_metadata`` kept)."""
     if isinstance(state, torch.Tensor):
-        return state.detach().to('cpu', copy=True)
+        return state.detach() if state.device.type == 'cpu' else state.detach().to('cpu')
     if isinstance(state, dict):
         copy = type(state)()
         for key, value in state.items():
-            copy[key] = cpu_copy(value)
+            copy[key] = _on_cpu(value)
         if hasattr(state, '_metadata'):  # a module's state_dict: keep its version info
             copy._metadata = state._metadata
         return copy
     if isinstance(state, (list, tuple)) and not hasattr(state, '_fields'):
-        return type(state)(cpu_copy(v) for v in state)
+        return type(state)(_on_cpu(v) for v in state)
     return state  # numbers, strings, None: immutable
+
+
+def dump_state(state: Any) -> memoryview:
+    """The bytes of a snapshot file holding ``state``, serialized now.
+
+    The result shares nothing with ``state``: training may go on changing it while
+    the bytes are written (see ``extensions.snapshot``). Tensors are saved on the CPU.
+    Serializing here, in the training thread, and leaving only the file I/O (which
+    releases the GIL) to a writer thread is what keeps a background snapshot cheap.
+    """
+    buffer = io.BytesIO()
+    torch.save({'format': FORMAT, 'version': _version(), 'state': _on_cpu(state)}, buffer)
+    return buffer.getbuffer()
 
 
 def save_state(state: Any, path: str) -> None:
     """Save a state dict as a versioned trainerlib snapshot file (atomically)."""
-    save_file({'format': FORMAT, 'version': _version(), 'state': state}, path)
+    write_file(dump_state(state), path)
 
 
 def load_state(path: str) -> Any:
