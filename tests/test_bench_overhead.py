@@ -2,6 +2,7 @@
 optional, the clock's window, --profile and the --check-sync logic (on CPU with a stand-in
 for CUDA's sync detector). Times are not checked: they are noise on a shared machine."""
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import _bench_sync  # noqa: E402
 TINY = ['--rounds', '1', '--iterations', '20', '--cnn-iterations', '4', '--snapshot-every', '10',
         '--path-sgd-steps', '1', '--loader-batches', '5']
 OWN = list(_bench_own.own_contestants())
-ROW = re.compile(r'^  (\S+) +([\d.]+) +([\d.]+) \(([\d.]+)-([\d.]+)\) +(-?[\d.]+)  (.{14}) ')
+ROW = re.compile(r'^  (\S+) +([\d.]+) +([\d.]+) \(([\d.]+)-([\d.]+)\)  (.{14}) ')
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +40,7 @@ def rows(out):
             current = tables.setdefault(line[:3], {})
         match = ROW.match(line)
         if match and current is not None:
-            current[match[1]] = (float(match[2]), float(match[3]), match[7].strip())
+            current[match[1]] = (float(match[2]), float(match[3]), match[6].strip())
     return tables
 
 
@@ -49,9 +50,12 @@ def no_peers(monkeypatch):
 
 def test_tiny_run_prints_every_section_and_checks_weights(capsys, monkeypatch):
     no_peers(monkeypatch)             # CI has no peers; they are tested below when installed
+    allowed = os.sched_getaffinity(0)
     assert bench.main(TINY) == 0
     out = capsys.readouterr().out
     assert f'torch {torch.__version__}' in out and 'torch threads 1' in out
+    assert 'pinned to CPU' in out and 'one malloc arena' in out
+    assert os.sched_getaffinity(0) == allowed       # the test process is unpinned again
     assert 'rounds: 1 in shuffled order' in out
     assert 'missing: pytorch_pfn_extras, ignite, lightning' in out
     tables = rows(out)
@@ -61,7 +65,7 @@ def test_tiny_run_prints_every_section_and_checks_weights(capsys, monkeypatch):
     assert 'with 0 log lines and 0 snapshots/evaluations (every 10) inside -- too few' in out
     for table in tables.values():
         assert list(table) == OWN
-        assert table['hand'][1] == 1.0 and table['hand'][2] == 'reference'
+        assert table['hand'][1] > 0 and table['hand'][2] == 'reference'
         assert all(weights == '== hand' for _, _, weights in list(table.values())[1:])
         assert all(us > 0 for us, _, _ in table.values())
     assert out.count('SerialIterator + concat_examples') == 2
@@ -97,6 +101,61 @@ def test_installed_peers_end_with_the_hand_loops_weights(capsys, peer):
     table = rows(capsys.readouterr().out)['mlp']
     assert list(table) == ['hand', *names]
     assert all(table[name][2] == '== hand' for name in names)
+
+
+class FakeTime:
+    """A shared clock that only moves when a fake iteration says so."""
+
+    def __init__(self, monkeypatch):
+        self.t, self.log = 0.0, []
+        monkeypatch.setattr(_bench_common, '_timer', lambda: self.t)
+
+    def contestant(self, cost, fail_at=None):
+        """A run whose every iteration takes ``cost`` fake seconds."""
+        def run(w, n, s):
+            torch.manual_seed(0)
+            model = torch.nn.Linear(1, 1)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            clock = _bench_common.Clock(opt, n, 1)
+            for i in range(n):
+                if i == fail_at:
+                    raise ValueError('contestant failed')
+                self.t += cost
+                self.log.append(cost)
+                opt.step()
+            return _bench_common.finish(clock, model)
+        return run
+
+
+def test_lockstep_runs_take_turns_and_time_only_their_own_iterations(monkeypatch):
+    fake = FakeTime(monkeypatch)
+    hand, other = _bench_common.lockstep(lambda: fake.contestant(1.0)(None, 30, None),
+                                         lambda: fake.contestant(1.5)(None, 30, None))
+    assert len(fake.log) == 60
+    assert all(a != b for a, b in zip(fake.log[1:], fake.log[2:]))  # strictly alternating
+    assert hand.per_iteration == 1.0 and other.per_iteration == 1.5
+
+
+def test_lockstep_reraises_a_failure_without_hanging(monkeypatch):
+    fake = FakeTime(monkeypatch)
+    with pytest.raises(ValueError, match='contestant failed'):
+        _bench_common.lockstep(lambda: fake.contestant(1.0)(None, 30, None),
+                               lambda: fake.contestant(1.5, fail_at=5)(None, 30, None))
+    with pytest.raises(ValueError, match='contestant failed'):
+        _bench_common.lockstep(lambda: fake.contestant(1.0, fail_at=5)(None, 30, None),
+                               lambda: fake.contestant(1.5)(None, 30, None))
+    assert fake.log.count(1.0) == 30 + 5 and fake.log.count(1.5) == 5 + 30
+
+
+def test_measure_pairs_every_contestant_with_a_hand_run(monkeypatch):
+    fake = FakeTime(monkeypatch)
+    contestants = {'hand': fake.contestant(1.0), 'cheap': fake.contestant(1.01),
+                   'costly': fake.contestant(1.5)}
+    result = bench.measure(None, contestants, 20, 3, None)
+    assert len(fake.log) == 3 * 20 + 3 * 3 * 2 * 20   # warm-ups, then 3 pairs per round
+    assert {name: r['ratio'] for name, r in result.items()} == pytest.approx(
+        {'hand': 1.0, 'cheap': 1.01, 'costly': 1.5})
+    assert all(r['differ'] is None for r in result.values())
 
 
 @pytest.mark.parametrize('iterations, period, first', [
@@ -142,7 +201,8 @@ def test_unknown_contestant_is_one_error_line(capsys, argv, message):
 
 
 @pytest.mark.parametrize('argv', [['--iterations', '1'], ['--rounds', '0'],
-                                  ['--snapshot-every', '0'], ['--workloads', 'rnn']])
+                                  ['--snapshot-every', '0'], ['--workloads', 'rnn'],
+                                  ['--cpu', '4096']])
 def test_bad_settings_exit_2(argv):
     with pytest.raises(SystemExit) as info:
         bench.main(argv)

@@ -5,10 +5,15 @@ SGD on the same batches in the same order, so all must end with the same weights
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import math
+import os
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -16,6 +21,7 @@ LR = 0.01
 LOG_EVERY = 50          # iterations between log lines, for every contestant that logs
 N_BATCHES = 50          # batches in one epoch of the training set
 N_VAL_BATCHES = 5       # batches of the validation set (contestants that evaluate)
+M_ARENA_MAX = -8         # glibc mallopt parameter
 CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 _timer = time.perf_counter
 
@@ -30,6 +36,40 @@ def use_clock(name: str) -> None:
 def now() -> float:
     """Seconds on the selected clock (see :func:`use_clock`)."""
     return _timer()
+
+
+@contextlib.contextmanager
+def steady_process(cpu: Optional[int]) -> Iterator[str]:
+    """Pin this process to one CPU (until the end of the ``with``) and give all its
+    threads one malloc arena; yields what was done, for the report.
+
+    Measured here (hand loop vs hand loop in :func:`lockstep`, CNN): a thread of its own
+    ran persistently 10-15 % faster or slower than the main thread, by its glibc malloc
+    arena (one per thread) and by the CPU it ran on (the vCPUs of a shared host differ in
+    speed); one arena and one CPU bring the two within ~1 %.
+
+    Args:
+        cpu: the CPU to run on (default: the highest-numbered one allowed).
+    """
+    done, allowed = [], None
+    if hasattr(os, 'sched_setaffinity'):
+        allowed = os.sched_getaffinity(0)
+        chosen = max(allowed) if cpu is None else cpu
+        if chosen not in allowed:
+            raise ValueError(f'--cpu {chosen}: this process may only use CPUs {sorted(allowed)}')
+        os.sched_setaffinity(0, {chosen})
+        done.append(f'pinned to CPU {chosen}')
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        if libc.mallopt(M_ARENA_MAX, 1) == 1:
+            done.append('one malloc arena')
+    except (OSError, AttributeError):  # not glibc
+        pass
+    try:
+        yield ', '.join(done) or 'not pinned (no sched_setaffinity), default malloc'
+    finally:
+        if allowed is not None:
+            os.sched_setaffinity(0, allowed)
 
 
 def _mlp() -> torch.nn.Module:
@@ -108,6 +148,76 @@ def events_in_window(iterations: int, period: int, every: int) -> int:
     return (last - 1) // every - (first - 1) // every
 
 
+class Turns:
+    """Two threads that take turns, one iteration each (see :func:`lockstep`).
+
+    A run's clock calls :meth:`next` from its step pre-hook: the thread stops, the other
+    one runs its next iteration, then this one goes on. So the two runs see the machine
+    at the same moments, and a drift of its speed (tens of percent over seconds on a
+    shared host) cancels in their ratio.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._turn = 0
+        self._done = [False, False]
+
+    def next(self, side: int, last: bool) -> None:
+        """Side ``side`` ends an iteration (``last``: its final one): the other side runs."""
+        with self._cond:
+            self._done[side] = self._done[side] or last
+            self._turn = 1 - side
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._turn == side or self._done[1 - side])
+
+    def wait(self, side: int) -> None:
+        """Wait until it is side ``side``'s turn (or the other side has returned)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._turn == side or self._done[1 - side])
+
+    def finish(self, side: int) -> None:
+        """Side ``side`` has returned (or failed): never wait for it again."""
+        with self._cond:
+            self._done[side] = True
+            self._turn = 1 - side
+            self._cond.notify_all()
+
+
+_paced = threading.local()   # .turns, .side: set in the threads of a lockstep pair
+
+
+def lockstep(first: Callable[[], 'Run'], second: Callable[[], 'Run']) -> Tuple['Run', 'Run']:
+    """Run ``first`` in a helper thread and ``second`` in this one, taking turns per
+    iteration (their clocks pace them, see :class:`Turns`); returns both runs.
+
+    ``second`` starts when ``first`` has made its first step, so the two never set up
+    at the same time (both seed the global RNG to build their model).
+    """
+    turns, result = Turns(), {}
+
+    def helper() -> None:
+        _paced.turns, _paced.side = turns, 0
+        try:
+            result['run'] = first()
+        except BaseException as e:  # re-raised in this thread below
+            result['error'] = e
+        finally:
+            turns.finish(0)
+    thread = threading.Thread(target=helper, name='bench-lockstep')
+    thread.start()
+    _paced.turns, _paced.side = turns, 1
+    try:
+        turns.wait(1)
+        run = second()
+    finally:
+        turns.finish(1)
+        _paced.turns = None
+        thread.join()
+    if 'error' in result:
+        raise result['error']
+    return result['run'], run
+
+
 class Clock:
     """Times the steady state of one run from the optimizer's step pre-hook.
 
@@ -117,7 +227,8 @@ class Clock:
     whole iterations, whatever each framework does around them. The first ~10 % of
     the run (at least one step) is left out as warm-up, and the window is a multiple of
     ``period`` (the log/snapshot interval) when the run is long enough, so periodic
-    work is counted at its true rate. Setup and teardown are timed apart (``Run.fixed``).
+    work is counted at its true rate. In a :func:`lockstep` pair the hook also hands
+    the turn to the other run, and the time the other run's iteration takes is left out.
 
     Args:
         optimizer: the optimizer whose ``step`` ends each iteration.
@@ -128,22 +239,25 @@ class Clock:
     def __init__(self, optimizer: torch.optim.Optimizer, iterations: int, period: int) -> None:
         self.first, self.last = window(iterations, period)
         self.count = 0
-        self.start: Optional[float] = None
-        self.end: Optional[float] = None
+        self.elapsed = 0.0
+        self.resumed = 0.0
+        self.turns: Optional[Turns] = getattr(_paced, 'turns', None)
+        self.side: int = getattr(_paced, 'side', 0)
         optimizer.register_step_pre_hook(self)
 
     def __call__(self, optimizer, args, kwargs) -> None:
         self.count += 1
-        if self.count == self.first:
-            self.start = now()
-        elif self.count == self.last:
-            self.end = now()
+        if self.first < self.count <= self.last:
+            self.elapsed += now() - self.resumed
+        if self.turns is not None and self.count <= self.last:
+            self.turns.next(self.side, self.count == self.last)
+        self.resumed = now()
 
     def per_iteration(self) -> float:
         """Seconds per steady-state iteration."""
         if self.count != self.last:
             raise RuntimeError(f'the run made {self.count} optimizer steps, expected {self.last}')
-        return (self.end - self.start) / (self.last - self.first)
+        return self.elapsed / (self.last - self.first)
 
 
 @dataclass
@@ -152,20 +266,15 @@ class Run:
 
     Attributes:
         per_iteration: seconds per steady-state iteration (see :class:`Clock`).
-        fixed: seconds of the whole call not explained by ``iterations * per_iteration``
-            (setup, warm-up excess, teardown).
         params: the trained network's parameters at the end (compared with the hand loop's).
     """
     per_iteration: float
-    fixed: float
     params: List[torch.Tensor]
 
 
-def finish(clock: Clock, started: float, iterations: int, model: torch.nn.Module) -> Run:
-    """The :class:`Run` of a call that began at ``started`` (:func:`now`)."""
-    total = now() - started
-    per = clock.per_iteration()
-    return Run(per, total - iterations * per, [p.detach().clone() for p in model.parameters()])
+def finish(clock: Clock, model: torch.nn.Module) -> Run:
+    """The :class:`Run` of a finished contestant."""
+    return Run(clock.per_iteration(), [p.detach().clone() for p in model.parameters()])
 
 
 def period_of(log_every: int, snapshot_every: int) -> int:

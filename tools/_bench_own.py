@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import extensions as E
-from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish, now
+from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish
 from trainerlib import Classifier, Trainer
 from trainerlib.iterators import SerialIterator
 from trainerlib.updaters import StandardUpdater
@@ -22,14 +22,13 @@ def hand(w: Workload, n: int, s: Settings) -> Run:
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     clock = Clock(opt, n, s.period)
     batches, nb = w.batches, len(w.batches)
-    started = now()
     for i in range(n):
         x, t = batches[i % nb]
         opt.zero_grad()
         loss = F.cross_entropy(model(x), t)
         loss.backward()
         opt.step()
-    return finish(clock, started, n, model)
+    return finish(clock, model)
 
 
 def hand_item(w: Workload, n: int, s: Settings) -> Run:
@@ -39,7 +38,6 @@ def hand_item(w: Workload, n: int, s: Settings) -> Run:
     clock = Clock(opt, n, s.period)
     batches, nb = w.batches, len(w.batches)
     running = 0.0
-    started = now()
     for i in range(n):
         x, t = batches[i % nb]
         opt.zero_grad()
@@ -50,7 +48,7 @@ def hand_item(w: Workload, n: int, s: Settings) -> Run:
         if (i + 1) % LOG_EVERY == 0:
             print(f'iteration {i + 1} loss {running / LOG_EVERY:.4f}', file=s.sink)
             running = 0.0
-    return finish(clock, started, n, model)
+    return finish(clock, model)
 
 
 def hand_full(w: Workload, n: int, s: Settings) -> Run:
@@ -61,7 +59,6 @@ def hand_full(w: Workload, n: int, s: Settings) -> Run:
     clock = Clock(opt, n, s.period)
     batches, nb, val = w.batches, len(w.batches), w.val_batches()
     out = tempfile.mkdtemp(dir=s.tmp)
-    started = now()
     for i in range(n):
         x, t = batches[i % nb]
         opt.zero_grad()
@@ -76,7 +73,7 @@ def hand_full(w: Workload, n: int, s: Settings) -> Run:
             print(f'iteration {i + 1} val loss {total.item() / len(w.val_x):.4f}', file=s.sink)
             torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict()},
                        os.path.join(out, f'snapshot_iter_{i + 1}'))
-    run = finish(clock, started, n, model)
+    run = finish(clock, model)
     shutil.rmtree(out)
     return run
 
@@ -106,9 +103,8 @@ def trainerlib_run(w: Workload, n: int, s: Settings, stack: str) -> Run:
         trainer.extend(E.Evaluator(val, classifier), trigger=every)
     if stack in ('snapshot', 'full'):
         trainer.extend(E.snapshot(), trigger=every)
-    started = now()
     trainer.run()
-    run = finish(clock, started, n, model)
+    run = finish(clock, model)
     shutil.rmtree(out)
     return run
 

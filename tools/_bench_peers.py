@@ -18,7 +18,7 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 
-from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish, now
+from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish
 
 PEERS = {'ppe': 'pytorch_pfn_extras', 'ignite': 'ignite', 'lightning': 'lightning'}
 
@@ -66,7 +66,6 @@ def ppe_manager(w: Workload, n: int, s: Settings, log: bool) -> Run:
         model, opt, 1, iters_per_epoch=len(w.batches), extensions=extensions, out_dir=out,
         stop_trigger=(n, 'iteration'))
     data = itertools.islice(itertools.cycle(w.batches), n)
-    started = now()
     with _quiet(s.sink):
         while not manager.stop_trigger:
             for x, t in data:
@@ -76,7 +75,7 @@ def ppe_manager(w: Workload, n: int, s: Settings, log: bool) -> Run:
                     ppe.reporting.report({'train/loss': loss})
                     loss.backward()
                     opt.step()
-    run = finish(clock, started, n, model)
+    run = finish(clock, model)
     shutil.rmtree(out)
     return run
 
@@ -112,10 +111,9 @@ def ppe_trainer(w: Workload, n: int, s: Settings) -> Run:
                     ext.PrintReport(['epoch', 'iteration', 'train/loss', 'elapsed_time'],
                                     out=s.sink),
                     ext.ProgressBar(out=s.sink)])
-    started = now()
     with _quiet(s.sink):
         trainer.run(_Batches(w.batches))
-    run = finish(clock, started, n, model)
+    run = finish(clock, model)
     shutil.rmtree(out)
     return run
 
@@ -138,10 +136,9 @@ def ignite_run(w: Workload, n: int, s: Settings, log: bool) -> Run:
         def log_line(engine):
             print(f'epoch {engine.state.epoch} iteration {engine.state.iteration} '
                   f'loss {engine.state.metrics["loss"]:.4f}', file=s.sink)
-    started = now()
     with _quiet(s.sink):
         trainer.run(w.batches, max_iters=n)
-    return finish(clock, started, n, model)
+    return finish(clock, model)
 
 
 def lightning_run(w: Workload, n: int, s: Settings, log: bool) -> Run:
@@ -175,12 +172,11 @@ def lightning_run(w: Workload, n: int, s: Settings, log: bool) -> Run:
     options = dict(enable_checkpointing=False, log_every_n_steps=LOG_EVERY) if log else dict(
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False)
-    started = now()
     with _quiet(s.sink):
         trainer = L.Trainer(max_steps=n, max_epochs=-1, accelerator='cpu', devices=1,
                             default_root_dir=out, **options)
         trainer.fit(Module(model, opt), train_dataloaders=_Batches(w.batches))
-    run = finish(clock, started, n, model)
+    run = finish(clock, model)
     shutil.rmtree(out)
     return run
 

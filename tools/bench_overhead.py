@@ -9,7 +9,9 @@ In one process, one torch thread, interleaved rounds in a shuffled order:
 
 on an MLP 64-64-10 (batch 32) and a small CNN (1x28x28, batch 64), in-memory batches,
 plain SGD. A run's time per iteration is its steady state (see _bench_common.Clock);
-ratios to the hand loop are paired per round, then the median over rounds is shown.
+each contestant runs in lockstep with a hand run, the two taking turns one iteration each (the
+machine's speed drifts over seconds; runs that alternate see the same speed), and its ratio is
+taken to that hand run; medians over rounds are shown.
 Every contestant must end with exactly the hand loop's weights (else exit status 1).
 Then (f) Path-SGD vs SGD step time and (g) SerialIterator vs DataLoader batches/s.
 
@@ -38,7 +40,8 @@ import _bench_own  # noqa: E402
 import _bench_peers  # noqa: E402
 import bench_path_sgd  # noqa: E402
 from _bench_common import (Contestant, Run, Settings, Workload, make_workload,  # noqa: E402
-                           LOG_EVERY, events_in_window, now, use_clock, window)
+                           LOG_EVERY, events_in_window, lockstep, now, steady_process,
+                           use_clock, window)
 from _bench_profile import profile  # noqa: E402
 from _bench_sync import check_sync  # noqa: E402
 
@@ -73,9 +76,11 @@ def header(args: argparse.Namespace) -> List[str]:
             pass
     missing = _bench_peers.missing_peers()
     return [f'device: cpu ({cpu_name()}); torch {torch.__version__}; python '
-            f'{platform.python_version()}; torch threads {torch.get_num_threads()}',
+            f'{platform.python_version()}; torch threads {torch.get_num_threads()}; '
+            f'{args.process}',
             f'clock: {args.clock}; rounds: {args.rounds} in shuffled order after one warm-up run '
-            'of each contestant; ratios to hand paired per round; medians over rounds',
+            'of each contestant; each run in lockstep with a hand run (one iteration each in '
+            'turn), ratio to that hand run; medians over rounds (hand row: hand vs hand)',
             f'peers: {", ".join(versions) or "none"}; missing: '
             f'{", ".join(missing) if missing else "none"}',
             f'load average at start: {load()} (timings on a busy machine are noise)']
@@ -90,32 +95,37 @@ def same_weights(run: Run, ref: Run) -> Optional[float]:
 
 def measure(w: Workload, contestants: Dict[str, Contestant], n: int, rounds: int,
             s: Settings) -> Dict[str, Dict[str, object]]:
-    """Median per-iteration seconds, paired ratio to ``'hand'`` (median, min, max), median
-    fixed seconds and the largest weight difference from hand (None: identical)."""
+    """Median per-iteration seconds, ratio to ``'hand'`` (median, min, max over rounds) and
+    the largest weight difference from hand (None: identical).
+
+    Each round runs every contestant, in a shuffled order, in :func:`lockstep` with a
+    hand run (one iteration each in turn), and takes the ratio of the two: the speed of
+    a shared machine drifts by tens of percent over seconds, and runs that alternate
+    iteration by iteration see the same speed. Hand's own row pairs hand with hand:
+    the resolution of the measurement.
+    """
+    hand = contestants['hand']
     for fn in contestants.values():
         fn(w, min(n, 200), s)
         torch.set_num_threads(1)   # in case a framework changed it
     runs: Dict[str, List[Run]] = {name: [] for name in contestants}
+    ratios: Dict[str, List[float]] = {name: [] for name in contestants}
     differ: Dict[str, Optional[float]] = {name: None for name in contestants}
     order = list(contestants)
     for _ in range(rounds):
         random.shuffle(order)
         for name in order:
-            runs[name].append(contestants[name](w, n, s))
+            ref, run = lockstep(lambda: hand(w, n, s), lambda: contestants[name](w, n, s))
             torch.set_num_threads(1)
-        ref = runs['hand'][-1]
-        for name in contestants:
-            diff = same_weights(runs[name][-1], ref)
+            runs[name].append(run)
+            ratios[name].append(run.per_iteration / ref.per_iteration)
+            diff = same_weights(run, ref)
             if diff is not None:
                 differ[name] = max(diff, differ[name] or 0.0)
-    result = {}
-    for name, rs in runs.items():
-        ratios = [r.per_iteration / h.per_iteration for r, h in zip(rs, runs['hand'])]
-        result[name] = {'us': 1e6 * statistics.median(r.per_iteration for r in rs),
-                        'ratio': statistics.median(ratios), 'lo': min(ratios),
-                        'hi': max(ratios), 'fixed_ms': 1e3 * statistics.median(r.fixed for r in rs),
-                        'differ': differ[name]}
-    return result
+    return {name: {'us': 1e6 * statistics.median(r.per_iteration for r in rs),
+                   'ratio': statistics.median(ratios[name]), 'lo': min(ratios[name]),
+                   'hi': max(ratios[name]), 'differ': differ[name]}
+            for name, rs in runs.items()}
 
 
 def table(w: Workload, n: int, s: Settings, result: Dict[str, Dict[str, object]]) -> List[str]:
@@ -125,13 +135,13 @@ def table(w: Workload, n: int, s: Settings, result: Dict[str, Dict[str, object]]
              f'with {events_in_window(n, s.period, LOG_EVERY)} log lines and {snaps} '
              f'snapshots/evaluations (every {s.snapshot_every}) inside'
              + (' -- too few iterations to time them' if snaps == 0 else ''),
-             f'  {"contestant":17s} {"us/iter":>9s} {"ratio":>6s} {"(min-max)":>13s} '
-             f'{"fixed ms":>9s}  {"weights":14s} what']
+             f'  {"contestant":17s} {"us/iter":>9s} {"ratio":>6s} {"(min-max)":>13s}  '
+             f'{"weights":14s} what']
     for name, r in result.items():
         weights = 'reference' if name == 'hand' else (
             '== hand' if r['differ'] is None else f'DIFFER {r["differ"]:.1e}')
         lines.append(f'  {name:17s} {r["us"]:9.1f} {r["ratio"]:6.3f} '
-                     f'({r["lo"]:5.3f}-{r["hi"]:5.3f}) {r["fixed_ms"]:9.1f}  {weights:14s} '
+                     f'({r["lo"]:5.3f}-{r["hi"]:5.3f})  {weights:14s} '
                      f'{DESCRIPTIONS.get(name, "")}')
     return lines
 
@@ -146,6 +156,8 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              '(default wall)')
     parser.add_argument('--snapshot-every', type=int, default=100,
                         help='iterations between snapshots/evaluations (default 100)')
+    parser.add_argument('--cpu', type=int, metavar='N',
+                        help='the CPU to pin the benchmark to (default: the last one allowed)')
     parser.add_argument('--workloads', nargs='+', choices=['mlp', 'cnn'], default=['mlp', 'cnn'])
     parser.add_argument('--only', nargs='+', metavar='NAME',
                         help='run only these contestants (hand is always run)')
@@ -162,6 +174,9 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     for key in ('rounds', 'snapshot_every'):
         if getattr(args, key) < 1:
             parser.error(f'--{key.replace("_", "-")} must be >= 1')
+    allowed = os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else None
+    if args.cpu is not None and allowed is not None and args.cpu not in allowed:
+        parser.error(f'--cpu {args.cpu}: this process may only use CPUs {sorted(allowed)}')
     if min(args.iterations, args.cnn_iterations) < 2:
         parser.error('--iterations and --cnn-iterations must be >= 2')
     return args
@@ -169,6 +184,11 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse(argv)
+    with steady_process(args.cpu) as args.process:
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     use_clock(args.clock)
     workloads = [make_workload(name) for name in args.workloads]
