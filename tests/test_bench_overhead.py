@@ -14,6 +14,7 @@ spec = importlib.util.spec_from_file_location('tool_bench_overhead', TOOLS / 'be
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)     # puts tools/ on sys.path for its _bench_* modules
 
+import _bench_clock  # noqa: E402
 import _bench_common  # noqa: E402
 import _bench_own  # noqa: E402
 import _bench_peers  # noqa: E402
@@ -54,7 +55,7 @@ def test_tiny_run_prints_every_section_and_checks_weights(capsys, monkeypatch):
     assert bench.main(TINY) == 0
     out = capsys.readouterr().out
     assert f'torch {torch.__version__}' in out and 'torch threads 1' in out
-    assert 'pinned to CPU' in out and 'one malloc arena' in out
+    assert 'timed threads pinned to CPU' in out and 'one malloc arena' in out
     assert os.sched_getaffinity(0) == allowed       # the test process is unpinned again
     assert 'rounds: 1 in shuffled order' in out
     assert 'missing: pytorch_pfn_extras, ignite, lightning' in out
@@ -108,7 +109,7 @@ class FakeTime:
 
     def __init__(self, monkeypatch):
         self.t, self.log = 0.0, []
-        monkeypatch.setattr(_bench_common, '_timer', lambda: self.t)
+        monkeypatch.setattr(_bench_clock, '_timer', lambda: self.t)
 
     def contestant(self, cost, fail_at=None):
         """A run whose every iteration takes ``cost`` fake seconds."""
@@ -116,7 +117,7 @@ class FakeTime:
             torch.manual_seed(0)
             model = torch.nn.Linear(1, 1)
             opt = torch.optim.SGD(model.parameters(), lr=0.1)
-            clock = _bench_common.Clock(opt, n, 1)
+            clock = _bench_clock.Clock(opt, n, 1)
             for i in range(n):
                 if i == fail_at:
                     raise ValueError('contestant failed')
@@ -129,7 +130,7 @@ class FakeTime:
 
 def test_lockstep_runs_take_turns_and_time_only_their_own_iterations(monkeypatch):
     fake = FakeTime(monkeypatch)
-    hand, other = _bench_common.lockstep(lambda: fake.contestant(1.0)(None, 30, None),
+    hand, other = _bench_clock.lockstep(lambda: fake.contestant(1.0)(None, 30, None),
                                          lambda: fake.contestant(1.5)(None, 30, None))
     assert len(fake.log) == 60
     assert all(a != b for a, b in zip(fake.log[1:], fake.log[2:]))  # strictly alternating
@@ -139,10 +140,10 @@ def test_lockstep_runs_take_turns_and_time_only_their_own_iterations(monkeypatch
 def test_lockstep_reraises_a_failure_without_hanging(monkeypatch):
     fake = FakeTime(monkeypatch)
     with pytest.raises(ValueError, match='contestant failed'):
-        _bench_common.lockstep(lambda: fake.contestant(1.0)(None, 30, None),
+        _bench_clock.lockstep(lambda: fake.contestant(1.0)(None, 30, None),
                                lambda: fake.contestant(1.5, fail_at=5)(None, 30, None))
     with pytest.raises(ValueError, match='contestant failed'):
-        _bench_common.lockstep(lambda: fake.contestant(1.0, fail_at=5)(None, 30, None),
+        _bench_clock.lockstep(lambda: fake.contestant(1.0, fail_at=5)(None, 30, None),
                                lambda: fake.contestant(1.5)(None, 30, None))
     assert fake.log.count(1.0) == 30 + 5 and fake.log.count(1.5) == 5 + 30
 
@@ -164,7 +165,7 @@ def test_measure_pairs_every_contestant_with_a_hand_run(monkeypatch):
 def test_clock_window_skips_warm_up_and_is_a_whole_number_of_periods(iterations, period, first):
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    clock = _bench_common.Clock(opt, iterations, period)
+    clock = _bench_clock.Clock(opt, iterations, period)
     assert (clock.first, clock.last) == (first, iterations)
     for _ in range(iterations - 1):
         opt.step()
@@ -178,8 +179,8 @@ def test_clock_window_skips_warm_up_and_is_a_whole_number_of_periods(iterations,
     (300, 100, 2), (100, 100, 0), (300, 50, 5), (2000, 100, 18), (20, 10, 1),
 ])
 def test_periodic_events_inside_the_timed_window(iterations, every, inside):
-    period = _bench_common.period_of(_bench_common.LOG_EVERY, every)
-    assert _bench_common.events_in_window(iterations, period, every) == inside
+    period = _bench_clock.period_of(_bench_common.LOG_EVERY, every)
+    assert _bench_clock.events_in_window(iterations, period, every) == inside
 
 
 def test_profile_names_trainerlib_functions(capsys):

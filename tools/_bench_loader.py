@@ -14,7 +14,7 @@ from typing import Callable, Dict, List
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
-from _bench_common import now
+from _bench_clock import now
 from trainerlib.convert import concat_examples
 from trainerlib.iterators import SerialIterator
 

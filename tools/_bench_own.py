@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import extensions as E
-from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish
+from _bench_clock import Clock
+from _bench_common import (LOG_EVERY, LR, Batches, Contestant, Run, Settings, Workload,
+                           finish)
 from trainerlib import Classifier, Trainer
-from trainerlib.iterators import SerialIterator
+from trainerlib.iterators import DataLoaderIterator, SerialIterator
 from trainerlib.updaters import StandardUpdater
 
 
@@ -78,8 +80,10 @@ def hand_full(w: Workload, n: int, s: Settings) -> Run:
     return run
 
 
-def trainerlib_run(w: Workload, n: int, s: Settings, stack: str) -> Run:
-    """(c)-(e): Trainer + StandardUpdater + SerialIterator (in order) with ``stack`` =
+def trainerlib_run(w: Workload, n: int, s: Settings, stack: str, serial: bool = False) -> Run:
+    """(c)-(e): Trainer + StandardUpdater over the in-memory batches that every contestant
+    gets (a ``DataLoaderIterator`` over the list; with ``serial`` a ``SerialIterator`` over
+    the dataset instead, which slices each batch out of it), with ``stack`` =
     'bare' (no extension), 'default' (LogReport + PrintReport + ProgressBar every 50
     iterations, to the null sink), 'snapshot' (default + snapshot every N) or 'full'
     (default + Evaluator + snapshot every N). The loss is reported through
@@ -88,7 +92,8 @@ def trainerlib_run(w: Workload, n: int, s: Settings, stack: str) -> Run:
     classifier = Classifier(model, accfun=None)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     clock = Clock(opt, n, s.period)
-    iterator = SerialIterator(torch.utils.data.TensorDataset(w.x, w.t), w.batch, shuffle=False)
+    iterator = SerialIterator(torch.utils.data.TensorDataset(w.x, w.t), w.batch, shuffle=False) \
+        if serial else DataLoaderIterator(Batches(w.batches))
     out = tempfile.mkdtemp(dir=s.tmp)
     trainer = Trainer(StandardUpdater(iterator, opt, classifier), (n, 'iteration'), out=out)
     every = (s.snapshot_every, 'iteration')
@@ -117,6 +122,7 @@ def own_contestants() -> Dict[str, Contestant]:
         'hand-full': hand_full,
         'bare': lambda w, n, s: trainerlib_run(w, n, s, 'bare'),
         'default': lambda w, n, s: trainerlib_run(w, n, s, 'default'),
+        'default-serial': lambda w, n, s: trainerlib_run(w, n, s, 'default', serial=True),
         'default+snapshot': lambda w, n, s: trainerlib_run(w, n, s, 'snapshot'),
         'full': lambda w, n, s: trainerlib_run(w, n, s, 'full'),
     }
@@ -128,6 +134,7 @@ DESCRIPTIONS = {
     'hand-full': 'hand + eval + torch.save every N',
     'bare': '(c) Trainer + StandardUpdater',
     'default': '(d) c + LogReport/PrintReport/ProgressBar',
+    'default-serial': 'd with a SerialIterator slicing the dataset',
     'default+snapshot': 'd + snapshot every N',
     'full': '(e) d + Evaluator + snapshot every N',
 }

@@ -18,7 +18,8 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 
-from _bench_common import LOG_EVERY, LR, Clock, Contestant, Run, Settings, Workload, finish
+from _bench_clock import Clock
+from _bench_common import LOG_EVERY, LR, Batches, Contestant, Run, Settings, Workload, finish
 
 PEERS = {'ppe': 'pytorch_pfn_extras', 'ignite': 'ignite', 'lightning': 'lightning'}
 
@@ -35,19 +36,6 @@ def _quiet(sink):
             contextlib.redirect_stderr(sink):
         warnings.simplefilter('ignore')
         yield
-
-
-class _Batches:
-    """The in-memory batches as a re-iterable with a length (what a DataLoader offers)."""
-
-    def __init__(self, batches) -> None:
-        self._batches = batches
-
-    def __iter__(self):
-        return iter(self._batches)
-
-    def __len__(self) -> int:
-        return len(self._batches)
 
 
 def ppe_manager(w: Workload, n: int, s: Settings, log: bool) -> Run:
@@ -112,7 +100,7 @@ def ppe_trainer(w: Workload, n: int, s: Settings) -> Run:
                                     out=s.sink),
                     ext.ProgressBar(out=s.sink)])
     with _quiet(s.sink):
-        trainer.run(_Batches(w.batches))
+        trainer.run(Batches(w.batches))
     run = finish(clock, model)
     shutil.rmtree(out)
     return run
@@ -175,7 +163,7 @@ def lightning_run(w: Workload, n: int, s: Settings, log: bool) -> Run:
     with _quiet(s.sink):
         trainer = L.Trainer(max_steps=n, max_epochs=-1, accelerator='cpu', devices=1,
                             default_root_dir=out, **options)
-        trainer.fit(Module(model, opt), train_dataloaders=_Batches(w.batches))
+        trainer.fit(Module(model, opt), train_dataloaders=Batches(w.batches))
     run = finish(clock, model)
     shutil.rmtree(out)
     return run

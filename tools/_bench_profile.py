@@ -13,7 +13,8 @@ import os
 import pstats
 from typing import Dict, List, Tuple
 
-from _bench_common import Contestant, Settings, Workload, now
+from _bench_clock import now
+from _bench_common import Contestant, Settings, Workload
 
 Key = Tuple[str, int, str]
 OWN = (f'{os.sep}trainerlib{os.sep}', f'{os.sep}extensions{os.sep}')

@@ -1,6 +1,7 @@
 """Per-iteration overhead of trainerlib over a hand-written loop, and over its peers.
 
-In one process, one torch thread, interleaved rounds in a shuffled order:
+In one process pinned to one CPU (one torch thread, one malloc arena), rounds in a shuffled
+order:
 
   hand / hand-item / hand-full   (a) the hand loop; (b) with .item() each step; with eval + save
   bare / default / ... / full    (c)-(e) trainerlib: no extension; LogReport + PrintReport +
@@ -8,7 +9,7 @@ In one process, one torch thread, interleaved rounds in a shuffled order:
   ppe*, ignite*, lightning*      peers, minimal and logging (only if installed: pip install .[bench])
 
 on an MLP 64-64-10 (batch 32) and a small CNN (1x28x28, batch 64), in-memory batches,
-plain SGD. A run's time per iteration is its steady state (see _bench_common.Clock);
+plain SGD. A run's time per iteration is its steady state (see _bench_clock.Clock);
 each contestant runs in lockstep with a hand run, the two taking turns one iteration each (the
 machine's speed drifts over seconds; runs that alternate see the same speed), and its ratio is
 taken to that hand run; medians over rounds are shown.
@@ -16,6 +17,7 @@ Every contestant must end with exactly the hand loop's weights (else exit status
 Then (f) Path-SGD vs SGD step time and (g) SerialIterator vs DataLoader batches/s.
 
     python tools/bench_overhead.py [--rounds 7] [--iterations 2000] [--cnn-iterations 300]
+                                   [--cpu N] [--workloads mlp cnn] [--only NAME ...]
     python tools/bench_overhead.py --profile default     # where (d)'s extra time goes (MLP)
     python tools/bench_overhead.py --check-sync          # no host-device sync (needs CUDA)
 """
@@ -39,9 +41,10 @@ import _bench_loader  # noqa: E402
 import _bench_own  # noqa: E402
 import _bench_peers  # noqa: E402
 import bench_path_sgd  # noqa: E402
-from _bench_common import (Contestant, Run, Settings, Workload, make_workload,  # noqa: E402
-                           LOG_EVERY, events_in_window, lockstep, now, steady_process,
-                           use_clock, window)
+from _bench_clock import (events_in_window, lockstep, now, steady_process,  # noqa: E402
+                          use_clock, window)
+from _bench_common import (LOG_EVERY, Contestant, Run, Settings, Workload,  # noqa: E402
+                           make_workload)
 from _bench_profile import profile  # noqa: E402
 from _bench_sync import check_sync  # noqa: E402
 
