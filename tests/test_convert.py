@@ -62,6 +62,9 @@ def test_concat_examples_accepts_any_sequence_and_does_not_copy_needlessly():
     assert same(concat_examples(list(rows)), T([[1, 2], [3, 4]]))
     x = torch.zeros(3)
     assert concat_examples(CollatedBatch(x, 3)) is x
+    t = torch.ones(3)
+    got = concat_examples(CollatedBatch((x, t), 3))
+    assert type(got) is tuple and got[0] is x and got[1] is t
 
 
 @pytest.mark.parametrize('batch, padding, expected', [
