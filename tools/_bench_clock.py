@@ -21,7 +21,8 @@ R = TypeVar('R')
 
 def use_clock(name: str) -> None:
     """Time with ``'wall'`` (perf_counter, default) or ``'cpu'`` (this process's CPU time:
-    steadier on a shared machine, but blind to time spent waiting, e.g. for fsync)."""
+    blind to time spent waiting, e.g. for fsync, and counting the CPU time of every thread,
+    background writers included)."""
     global _timer
     _timer = CLOCKS[name]
 
@@ -108,16 +109,15 @@ def events_in_window(iterations: int, period: int, every: int) -> int:
 
 
 class Turns:
-    """Two threads that take turns, ``every`` iterations each (see :func:`lockstep`).
+    """Two threads that take turns, one iteration each (see :func:`lockstep`).
 
     A run's clock calls :meth:`next` from its step pre-hook: the thread stops, the other
-    one runs its next iterations, then this one goes on. So the two runs see the machine
+    one runs its next iteration, then this one goes on. So the two runs see the machine
     at nearly the same moments, and a drift of its speed (tens of percent over seconds
     on a shared host) cancels in their ratio.
     """
 
-    def __init__(self, every: int = 1) -> None:
-        self.every = every
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._turn = 0
         self._done = [False, False]
@@ -146,14 +146,14 @@ class Turns:
 _paced = threading.local()   # .turns, .side: set in the threads of a lockstep pair
 
 
-def lockstep(first: Callable[[], R], second: Callable[[], R], every: int = 1) -> Tuple[R, R]:
-    """Run ``first`` in a helper thread and ``second`` in this one, taking turns of
-    ``every`` iterations (their clocks pace them, see :class:`Turns`); returns both runs.
+def lockstep(first: Callable[[], R], second: Callable[[], R]) -> Tuple[R, R]:
+    """Run ``first`` in a helper thread and ``second`` in this one, taking turns one
+    iteration each (their clocks pace them, see :class:`Turns`); returns both runs.
 
     ``second`` starts when ``first`` ends its first turn, so the two never set up
     at the same time (both seed the global RNG to build their model).
     """
-    turns, result = Turns(every), {}
+    turns, result = Turns(), {}
 
     def helper() -> None:
         _paced.turns, _paced.side = turns, 0
@@ -213,8 +213,7 @@ class Clock:
         if self.first < self.count <= self.last:
             self.elapsed += now() - self.resumed
         release_other_threads()
-        if self.turns is not None and self.count <= self.last and (
-                self.count % self.turns.every == 0 or self.count == self.last):
+        if self.turns is not None and self.count <= self.last:
             self.turns.next(self.side, self.count == self.last)
         self.resumed = now()
 

@@ -155,8 +155,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--iterations', type=int, default=2000, help='MLP iterations per run')
     parser.add_argument('--cnn-iterations', type=int, default=300, help='CNN iterations per run')
     parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
-                        help="'cpu': this process's CPU time, steadier on a shared machine "
-                             '(default wall)')
+                        help="'cpu': this process's CPU time, all threads (default wall)")
     parser.add_argument('--snapshot-every', type=int, default=100,
                         help='iterations between snapshots/evaluations (default 100)')
     parser.add_argument('--cpu', type=int, metavar='N',
