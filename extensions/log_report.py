@@ -25,8 +25,9 @@ class LogReport(Extension):
     Each entry holds the (weighted) means of the reported values since the last
     entry, plus ``epoch``, ``iteration`` and ``elapsed_time``. The whole list is
     rewritten atomically to ``out/<filename>`` as JSON (the format Chainer and
-    ChainerUI read), by a background thread; the file is complete after training. Reported tensors are converted to floats only here, once
-    per entry. The log and the partial summary are saved in snapshots.
+    ChainerUI read), by a background thread; the file is complete after training.
+    Reported tensors are converted to floats only here, once per entry. The log and
+    the partial summary are saved in snapshots.
 
     Args:
         keys: keys to log (None: every scalar reported).

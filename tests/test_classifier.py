@@ -19,8 +19,8 @@ class TwoInputs(torch.nn.Module):
 
 
 @pytest.mark.parametrize('label_key, call, with_bias', [
-    (-1, lambda c, x, t, b: c(x, t), False),            # the usual (x, t): fast path
-    (-1, lambda c, x, t, b: c(x, b, t), True),          # more inputs: general path
+    (-1, lambda c, x, t, b: c(x, t), False),            # the usual (x, t)
+    (-1, lambda c, x, t, b: c(x, b, t), True),          # more inputs
     (0, lambda c, x, t, b: c(t, x), False),             # the label first
     ('t', lambda c, x, t, b: c(x, t=t), False),         # by keyword
     ('t', lambda c, x, t, b: c(x, bias=b, t=t), True),

@@ -1,7 +1,7 @@
 """Per-iteration overhead of trainerlib over a hand-written loop, and over its peers.
 
-In one process pinned to one CPU (one torch thread, one malloc arena), rounds in a shuffled
-order:
+In one process, its timed threads pinned to one CPU (one torch thread, one malloc arena),
+rounds in a shuffled order:
 
   hand / hand-item / hand-full   (a) the hand loop; (b) with .item() each step; with eval + save
   bare / default / ... / full    (c)-(e) trainerlib: no extension; LogReport + PrintReport +

@@ -85,11 +85,7 @@ def concat_examples(batch: Sequence[Any], device: DeviceLike = None,
         A tuple, a dict, or a single tensor, matching the example structure.
     """
     if isinstance(batch, CollatedBatch):
-        arrays = batch.arrays
-        if device is None and type(arrays) is tuple and all(
-                type(a) is torch.Tensor for a in arrays):
-            return arrays   # nothing to convert or move: the per-iteration common case
-        return to_device(arrays, device)
+        return to_device(batch.arrays, device)
     if len(batch) == 0:
         raise ValueError('concat_examples: the batch is empty')
     first = batch[0]

@@ -48,22 +48,6 @@ class Classifier(torch.nn.Module):
         self.y = self.loss = self.accuracy = None
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        if self.label_key == -1 and len(args) == 2 and not kwargs:  # (x, t): the usual call
-            x, t = args
-            y = self.predictor(x)
-        else:
-            y, t = self._predict(args, kwargs)
-        loss = self.lossfun(y, t)
-        values = {'loss': loss}
-        # plain attributes: nn.Module.__setattr__ is slow on the hot path
-        self.__dict__['y'], self.__dict__['loss'] = y, loss
-        if self.compute_accuracy:
-            values['accuracy'] = self.__dict__['accuracy'] = self.accfun(y, t)
-        reporter.report(values, self)
-        return loss
-
-    def _predict(self, args: tuple, kwargs: dict) -> tuple:
-        """``(predictor(inputs), target)`` with the target taken out by ``label_key``."""
         if isinstance(self.label_key, int):
             if not args:
                 raise TypeError('Classifier: no positional input to take the label from')
@@ -75,4 +59,12 @@ class Classifier(torch.nn.Module):
                                 f'{sorted(kwargs)}')
             kwargs = dict(kwargs)
             t = kwargs.pop(self.label_key)
-        return self.predictor(*args, **kwargs), t
+        y = self.predictor(*args, **kwargs)
+        loss = self.lossfun(y, t)
+        values = {'loss': loss}
+        # plain attributes: nn.Module.__setattr__ is slow on the hot path
+        self.__dict__['y'], self.__dict__['loss'] = y, loss
+        if self.compute_accuracy:
+            values['accuracy'] = self.__dict__['accuracy'] = self.accfun(y, t)
+        reporter.report(values, self)
+        return loss

@@ -85,7 +85,8 @@ class GANUpdater(Updater):
                  discriminator: torch.nn.Module, gen_optimizer: torch.optim.Optimizer,
                  dis_optimizer: torch.optim.Optimizer, *, loss: str = 'bce', n_dis: int = 1,
                  z_dim: Union[None, int, Sequence[int]] = None, noise: Optional[Noise] = None,
-                 gp_weight: float = 10.0, real_label: float = 1.0, converter: Callable[..., Any] = concat_examples,
+                 gp_weight: float = 10.0, real_label: float = 1.0,
+                 converter: Callable[..., Any] = concat_examples,
                  device: DeviceLike = None, amp: Union[bool, str] = False) -> None:
         super().__init__(iterator, {'gen': gen_optimizer, 'dis': dis_optimizer},
                          {'gen': generator, 'dis': discriminator})

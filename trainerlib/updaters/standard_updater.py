@@ -21,13 +21,6 @@ def call_with(fn: Callable, batch: Any) -> Any:
     return fn(batch)
 
 
-def _check_loss(loss: Any) -> torch.Tensor:
-    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-        raise TypeError('the loss function must return a scalar tensor, got '
-                        f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
-    return loss
-
-
 class StandardUpdater(Updater):
     """Converter → forward/loss → backward → optimizer step, once per iteration.
 
@@ -82,13 +75,6 @@ class StandardUpdater(Updater):
         # cleared before the forward (as Chainer and the usual loop do), so extensions
         # see this iteration's gradients after the update
         optimizer.zero_grad(set_to_none=True)
-        if self.accumulate == 1 and self.amp.dtype is None and self.clip_grad_norm is None \
-                and self.clip_grad_value is None:   # the plain step, kept short
-            loss = call_with(self._models['main'] if self.loss_func is None else self.loss_func,
-                             self.converter(self._iterators['main'].next(), self.device))
-            _check_loss(loss).backward()
-            optimizer.step()
-            return
         if self.accumulate == 1:
             self._forward_backward(self._iterators['main'].next(), 1.0)
         else:
@@ -102,7 +88,10 @@ class StandardUpdater(Updater):
         in_arrays = self.converter(batch, self.device)
         loss_func = self._models['main'] if self.loss_func is None else self.loss_func
         with self.amp.autocast():
-            loss = _check_loss(call_with(loss_func, in_arrays))
+            loss = call_with(loss_func, in_arrays)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise TypeError('the loss function must return a scalar tensor, got '
+                            f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
         if scale != 1.0:
             loss = loss * scale
         self.amp.scale(loss).backward()
