@@ -22,6 +22,7 @@ class LogReader(Extension):
             raise TypeError('log_report must be the name of a registered LogReport or a '
                             f'LogReport, got {type(log_report).__name__}')
         self._log_report = log_report
+        self._owns = not isinstance(log_report, str)
         self._resolved: Optional[LogReport] = None if isinstance(log_report, str) else log_report
 
     def log_report(self, trainer) -> LogReport:
@@ -36,15 +37,23 @@ class LogReader(Extension):
 
     def read_log(self, trainer) -> List[Dict[str, Any]]:
         """The log so far (feeding an owned LogReport this iteration's observation first)."""
-        log_report = self.log_report(trainer)
-        if log_report is self._log_report:
+        log_report = self._resolved or self.log_report(trainer)   # runs every iteration
+        if self._owns:
             log_report(trainer)
         return log_report.log
 
+    def initialize(self, trainer) -> None:
+        if self._owns:
+            self._log_report.initialize(trainer)
+
+    def finalize(self, trainer=None) -> None:
+        """Finalize an owned LogReport (its file is complete afterwards)."""
+        if self._owns:
+            self._log_report.finalize(trainer)
+
     def state_dict(self) -> dict:
-        owned = not isinstance(self._log_report, str)
-        return {'log_report': self._log_report.state_dict()} if owned else {}
+        return {'log_report': self._log_report.state_dict()} if self._owns else {}
 
     def load_state_dict(self, state: dict) -> None:
-        if 'log_report' in state and not isinstance(self._log_report, str):
+        if 'log_report' in state and self._owns:
             self._log_report.load_state_dict(state['log_report'])

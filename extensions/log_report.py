@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import textwrap
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from trainerlib import triggers
@@ -25,15 +27,19 @@ class LogReport(Extension):
     Each entry holds the (weighted) means of the reported values since the last
     entry, plus ``epoch``, ``iteration`` and ``elapsed_time``. The whole list is
     rewritten atomically to ``out/<filename>`` as JSON (the format Chainer and
-    ChainerUI read), by a background thread; the file is complete after training.
-    Reported tensors are converted to floats only here, once per entry. The log and
-    the partial summary are saved in snapshots.
+    ChainerUI read) by a background thread, at most every ``write_interval``
+    seconds (an entry due sooner is written with the next one, or when training
+    ends); the file is complete after training. Reported tensors are converted
+    to floats only here, once per entry. The log and the partial summary are
+    saved in snapshots.
 
     Args:
         keys: keys to log (None: every scalar reported).
         trigger: when to emit an entry, default ``(1, 'epoch')``.
         postprocess: ``fn(entry_dict)`` called before an entry is stored.
         filename: file name in ``trainer.out`` (None: keep in memory only).
+        write_interval: minimum seconds between two rewrites of the file
+            (default 1.0; 0 writes it at every entry).
     """
 
     trigger = (1, 'iteration')
@@ -42,7 +48,9 @@ class LogReport(Extension):
 
     def __init__(self, keys: Optional[Iterable[str]] = None, trigger=(1, 'epoch'),
                  postprocess: Optional[Callable[[Dict[str, Any]], None]] = None,
-                 filename: Optional[str] = 'log') -> None:
+                 filename: Optional[str] = 'log', *, write_interval: float = 1.0) -> None:
+        if not write_interval >= 0:
+            raise ValueError(f'write_interval must be >= 0 seconds, got {write_interval!r}')
         self._keys = None if keys is None else list(keys)
         self._trigger = triggers.get_trigger(trigger)
         self._postprocess = postprocess
@@ -51,6 +59,8 @@ class LogReport(Extension):
         self._encoded: List[str] = []   # JSON text of each entry, encoded once
         self._summary = DictSummary()
         self._writer = BackgroundTextWriter()
+        self._write_interval = write_interval
+        self._written_at = -math.inf   # time.monotonic() of the last rewrite
 
     @property
     def log(self) -> List[Dict[str, Any]]:
@@ -80,15 +90,23 @@ class LogReport(Extension):
         if self._postprocess is not None:
             self._postprocess(entry)
         self._log.append(entry)
-        self._encoded.append(_encode(entry))
         self._summary = DictSummary()
-        if self._filename is not None:
-            # the same text as json.dump(log, f, indent=4), without re-encoding old
-            # entries; written atomically by a thread (finalize waits for it)
-            self._writer.write(os.path.join(trainer.out, self._filename),
-                               '[\n' + ',\n'.join(self._encoded) + '\n]')
+        if self._filename is not None and \
+                time.monotonic() - self._written_at >= self._write_interval:
+            self._write(trainer.out)
+
+    def _write(self, out: str) -> None:
+        """Queue the whole log for the writer thread (finalize waits for it)."""
+        self._written_at = time.monotonic()
+        encoded = self._encoded   # each entry is encoded once
+        encoded.extend(_encode(entry) for entry in self._log[len(encoded):])
+        # the same text as json.dump(log, f, indent=4)
+        self._writer.write(os.path.join(out, self._filename), '[\n' + ',\n'.join(encoded) + '\n]')
 
     def finalize(self, trainer=None) -> None:
+        if trainer is not None and self._filename is not None and \
+                len(self._encoded) < len(self._log):
+            self._write(trainer.out)
         self._writer.flush()
 
     def state_dict(self) -> dict:
@@ -97,6 +115,6 @@ class LogReport(Extension):
 
     def load_state_dict(self, state: dict) -> None:
         self._log = copy.deepcopy(state['log'])
-        self._encoded = [_encode(entry) for entry in self._log]
+        self._encoded = []
         self._summary.load_state_dict(state['summary'])
         load_into(self._trigger, state['trigger'])

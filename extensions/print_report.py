@@ -70,6 +70,7 @@ class PrintReport(LogReader):
 
     def finalize(self, trainer=None) -> None:
         """Print the entries emitted after this extension's last call, if any."""
+        super().finalize(trainer)
         if trainer is not None and self._header_done:
             log = self.log_report(trainer).log
             if len(log) > self._printed:

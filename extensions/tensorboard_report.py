@@ -76,6 +76,7 @@ class TensorBoardReport(LogReader):
         self._written = 0   # log entries already written (saved)
 
     def initialize(self, trainer) -> None:
+        super().initialize(trainer)
         if self.writer is None:
             logdir = self._logdir or os.path.join(trainer.out, 'tb')
             # tensorboardX names event files by the second and opens them with 'wb':
@@ -120,6 +121,7 @@ class TensorBoardReport(LogReader):
 
     def finalize(self, trainer=None) -> None:
         """Write the entries emitted after the last call; close the writer if created here."""
+        super().finalize(trainer)
         if self.writer is None:
             return
         if self._resolved is not None and len(self._resolved.log) > self._written:

@@ -248,6 +248,19 @@ def test_dict_summary_weights_and_non_scalars():
     assert stats['loss.std'] == pytest.approx(expected_stats([1, 3, 5], [1, 1, 2])[1], abs=1e-12)
 
 
+@pytest.mark.parametrize('n', [1, DictSummary.BATCH - 1, DictSummary.BATCH,
+                               2 * DictSummary.BATCH + 3])
+def test_dict_summary_keeps_what_was_added_not_the_dict(n):
+    d, reused = DictSummary(), {}
+    for i in range(n):
+        reused['x'] = float(i)          # the caller reuses (mutates) one dict
+        d.add(reused)
+    reused['x'] = 1e9
+    reused['late'] = 1.0
+    assert d.compute_mean() == {'x': pytest.approx((n - 1) / 2, abs=1e-12)}
+    assert len(d) == 1
+
+
 def value_stream(kind, n):
     """``n`` (value, weight) pairs of one of several kinds."""
     g = np.random.RandomState(7)

@@ -204,6 +204,41 @@ def test_custom_updater_without_super_init_works(tmp_path):
     assert 'main/loss' in log.log[0]
 
 
+class CountingTrigger:
+    """Fires every ``period`` iterations and counts how often it was asked."""
+
+    def __init__(self, period, every_iteration):
+        self.period, self.fires_every_iteration, self.asked = period, every_iteration, 0
+
+    def __call__(self, trainer):
+        self.asked += 1
+        return trainer.updater.iteration % self.period == 0
+
+
+@pytest.mark.parametrize('trigger, expected', [
+    ((1, 'iteration'), [1, 2, 3, 4, 5, 6]),
+    ((2, 'iteration'), [2, 4, 6]),
+    ((1, 'epoch'), [3, 6]),                 # 4 examples of 12 per iteration
+])
+def test_extension_runs_exactly_when_its_trigger_fires(tmp_path, trigger, expected):
+    calls = []
+    trainer = make_trainer(tmp_path)
+    trainer.extend(Recorder(calls, 'a', trigger=trigger))
+    trainer.run()
+    assert [it for it, _ in calls if isinstance(it, int)] == expected
+
+
+@pytest.mark.parametrize('every_iteration, asked', [(True, 0), (False, 6)])
+def test_trigger_that_fires_every_iteration_is_not_asked(tmp_path, every_iteration, asked):
+    calls, trigger = [], CountingTrigger(3, every_iteration)
+    trainer = make_trainer(tmp_path)
+    trainer.extend(Recorder(calls, 'a'), trigger=trigger)
+    trainer.run()
+    assert trigger.asked == asked
+    fired = [1, 2, 3, 4, 5, 6] if every_iteration else [3, 6]
+    assert [it for it, _ in calls if isinstance(it, int)] == fired
+
+
 def test_stop_trigger_none_needs_another_stop(tmp_path):
     trainer = make_trainer(tmp_path, stop=None)
 

@@ -106,6 +106,13 @@ def test_interval_trigger_called_irregularly(calls, expected):
         assert run(lambda: IntervalTrigger(2, 'iteration'), calls, split) == expected
 
 
+@pytest.mark.parametrize('period, unit, every', [
+    (1, 'iteration', True), (2, 'iteration', False), (1, 'epoch', False), (0.01, 'epoch', False),
+])
+def test_interval_trigger_fires_every_iteration(period, unit, every):
+    assert IntervalTrigger(period, unit).fires_every_iteration is every
+
+
 def test_interval_trigger_training_length_and_repr():
     trigger = IntervalTrigger(0.5, 'epoch')
     assert trigger.get_training_length() == (0.5, 'epoch')

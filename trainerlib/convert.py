@@ -55,7 +55,7 @@ def to_device(x: Any, device: DeviceLike) -> Any:
     if isinstance(x, np.ndarray):
         return to_device(torch.from_numpy(x), device) if x.dtype.kind in 'biuf' else x
     if isinstance(x, tuple):
-        return tuple(to_device(v, device) for v in x)
+        return tuple([to_device(v, device) for v in x])  # a list is built faster than a generator
     if isinstance(x, list):
         return [to_device(v, device) for v in x]
     if isinstance(x, dict):

@@ -59,10 +59,10 @@ class Classifier(torch.nn.Module):
                                 f'{sorted(kwargs)}')
             kwargs = dict(kwargs)
             t = kwargs.pop(self.label_key)
-        y = self.predictor(*args, **kwargs)
+        # _modules and __dict__ directly: nn.Module's __getattr__/__setattr__ are slow
+        y = self._modules['predictor'](*args, **kwargs)
         loss = self.lossfun(y, t)
         values = {'loss': loss}
-        # plain attributes: nn.Module.__setattr__ is slow on the hot path
         self.__dict__['y'], self.__dict__['loss'] = y, loss
         if self.compute_accuracy:
             values['accuracy'] = self.__dict__['accuracy'] = self.accfun(y, t)

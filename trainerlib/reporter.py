@@ -31,7 +31,7 @@ class Reporter:
     """
 
     def __init__(self) -> None:
-        self._observer_names: Dict[int, str] = {}
+        self._prefixes: Dict[int, str] = {}   # id(observer) -> 'name/'
         self.observation: Dict[str, Any] = {}
 
     def __enter__(self) -> 'Reporter':
@@ -55,19 +55,19 @@ class Reporter:
 
     def add_observer(self, name: str, observer: Any) -> None:
         """Register ``observer`` so that its reports are prefixed by ``name/``."""
-        self._observer_names[id(observer)] = name
+        self._prefixes[id(observer)] = name + '/'
 
     def add_observers(self, prefix: str, observers: Iterable[Tuple[str, Any]]) -> None:
         """Register ``(name, observer)`` pairs under ``prefix + name``."""
         for name, observer in observers:
-            self._observer_names[id(observer)] = prefix + name
+            self._prefixes[id(observer)] = prefix + name + '/'
 
     def add_module(self, name: str, module: torch.nn.Module) -> None:
         """Register a module and its submodules: ``name``, ``name/sub/child`` …"""
-        self._observer_names[id(module)] = name
+        self._prefixes[id(module)] = name + '/'
         for sub, child in module.named_modules():
             if sub:
-                self._observer_names.setdefault(id(child), name + '/' + sub.replace('.', '/'))
+                self._prefixes.setdefault(id(child), f"{name}/{sub.replace('.', '/')}/")
 
     def report(self, values: Mapping[str, Any], observer: Any = None) -> None:
         """Write ``values`` into the observation, prefixed by the observer's name.
@@ -76,7 +76,7 @@ class Reporter:
         """
         if observer is not None:
             try:
-                prefix = self._observer_names[id(observer)] + '/'
+                prefix = self._prefixes[id(observer)]
             except KeyError:
                 raise KeyError(f'the observer {type(observer).__name__} is not registered to this '
                                'reporter; register it with add_observer(name, observer)') from None
@@ -99,7 +99,7 @@ def get_current_reporter() -> Reporter:
 
 def report(values: Mapping[str, Any], observer: Any = None) -> None:
     """Report ``values`` to the current reporter; does nothing if none is active."""
-    stack = _stack()
+    stack = getattr(_local, 'reporters', None)
     if stack:
         stack[-1].report(values, observer)
 

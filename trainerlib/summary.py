@@ -62,15 +62,16 @@ class Summary:
         if len(self._values) >= FOLD_EVERY:
             self._fold()
 
-    def _pending(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _pending(self, squares: bool = True) -> Tuple[torch.Tensor, Any, Any]:
+        """``(sum w*x, sum w*x*x, sum w)`` of the pending values (the second only if
+        ``squares``; the third a Python number for unit weights)."""
         x = _stack(self._values)
-        if self._unit_weights:
-            w = torch.ones(len(self._weights), dtype=torch.float64, device=x.device)
-        else:
-            w = _stack(self._weights).to(x.device)
+        if self._unit_weights:  # no weight tensor, no multiplications
+            return x.sum(0), ((x * x).sum(0) if squares else None), float(len(self._values))
+        w = _stack(self._weights).to(x.device)
         w = w.reshape((-1,) + (1,) * (x.dim() - 1))
         wx = w * x
-        return wx.sum(0), (wx * x).sum(0), w.sum(0)
+        return wx.sum(0), ((wx * x).sum(0) if squares else None), w.sum(0)
 
     def _fold(self) -> None:
         x, x2, n = self._pending()
@@ -78,24 +79,34 @@ class Summary:
             self._x, self._x2, self._n = x, x2, n
         else:
             dev = self._x.device
-            self._x, self._x2, self._n = self._x + x.to(dev), self._x2 + x2.to(dev), self._n + n.to(dev)
+            self._x, self._x2, self._n = self._x + x.to(dev), self._x2 + x2.to(dev), \
+                self._n + _to(n, dev)
         self._values, self._weights, self._unit_weights = [], [], True
 
-    def _totals(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self._values:
-            self._fold()
-        if self._x is None:
+    def _check_not_empty(self) -> None:
+        if self._x is None and not self._values:
             raise ValueError('the summary is empty: nothing was added')
-        return self._x, self._x2, self._n
 
     def compute_mean(self) -> Any:
-        """Weighted mean: a float for scalars, a float64 CPU tensor otherwise."""
-        x, _, n = self._totals()
+        """Weighted mean: a float for scalars, a float64 CPU tensor otherwise.
+
+        Pending values are reduced without squaring them (a log line needs only
+        the mean); the summary itself is left unchanged.
+        """
+        self._check_not_empty()
+        if not self._values:
+            return _to_python(self._x / self._n)
+        x, _, n = self._pending(squares=False)
+        if self._x is not None:
+            x, n = self._x + x.to(self._x.device), self._n + _to(n, self._x.device)
         return _to_python(x / n)
 
     def make_statistics(self) -> Tuple[Any, Any]:
         """``(mean, std)``, weighted, population standard deviation."""
-        x, x2, n = self._totals()
+        self._check_not_empty()
+        if self._values:
+            self._fold()
+        x, x2, n = self._x, self._x2, self._n
         mean = x / n
         var = (x2 / n - mean * mean).clamp_min(0)
         return _to_python(mean), _to_python(var.sqrt())
@@ -120,8 +131,12 @@ class Summary:
         self._weights = [1] * len(self._values) if weights is None else list(weights.unbind(0))
 
 
-def _cpu(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return None if t is None else t.detach().cpu()
+def _cpu(t: Any) -> Any:
+    return t.detach().cpu() if isinstance(t, torch.Tensor) else t
+
+
+def _to(n: Any, device: torch.device) -> Any:
+    return n.to(device) if isinstance(n, torch.Tensor) else n
 
 
 def _to_python(t: torch.Tensor) -> Any:
@@ -132,28 +147,44 @@ def _to_python(t: torch.Tensor) -> Any:
 class DictSummary:
     """A :class:`Summary` per key of added dicts; non-scalar values are skipped.
 
-    A value may be given as ``(value, weight)`` to weight it.
+    A value may be given as ``(value, weight)`` to weight it. :meth:`add` only
+    keeps a shallow copy of the dict; the dicts are sorted into the per-key
+    summaries in batches of ``BATCH`` (or when a result or the state is asked for),
+    so a non-scalar value is held at most that long.
     """
+
+    BATCH = 32
 
     def __init__(self) -> None:
         self._summaries: Dict[str, Summary] = {}
+        self._added: List[Dict[str, Any]] = []
 
     def add(self, d: Dict[str, Any]) -> None:
+        added = self._added
+        added.append(dict(d))
+        if len(added) >= self.BATCH:
+            self._absorb()
+
+    def _absorb(self) -> None:
+        added, self._added = self._added, []
         summaries = self._summaries
-        for key, value in d.items():
-            weight = 1
-            if isinstance(value, tuple):
-                value, weight = value
-            if _is_scalar(value):
-                summary = summaries.get(key)
-                if summary is None:
-                    summary = summaries[key] = Summary()
-                summary.add(value, weight)
+        for d in added:
+            for key, value in d.items():
+                weight = 1
+                if isinstance(value, tuple):
+                    value, weight = value
+                if _is_scalar(value):
+                    summary = summaries.get(key)
+                    if summary is None:
+                        summary = summaries[key] = Summary()
+                    summary.add(value, weight)
 
     def compute_mean(self) -> Dict[str, Any]:
+        self._absorb()
         return {k: s.compute_mean() for k, s in self._summaries.items()}
 
     def make_statistics(self) -> Dict[str, Any]:
+        self._absorb()
         stats = {}
         for key, summary in self._summaries.items():
             mean, std = summary.make_statistics()
@@ -162,13 +193,15 @@ class DictSummary:
         return stats
 
     def __len__(self) -> int:
+        self._absorb()
         return len(self._summaries)
 
     def state_dict(self) -> Dict[str, Any]:
+        self._absorb()
         return {k: s.state_dict() for k, s in self._summaries.items()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self._summaries = {}
+        self._summaries, self._added = {}, []
         for key, sub in state.items():
             self._summaries[key] = Summary()
             self._summaries[key].load_state_dict(sub)

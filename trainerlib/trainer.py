@@ -38,7 +38,8 @@ class Trainer:
     evaluated in descending priority (ties keep registration order) and the
     extension runs if it fired. Extensions at snapshot priority run last, after
     all their triggers were evaluated, so that they save the final state of the
-    iteration.
+    iteration. A trigger whose ``fires_every_iteration`` is true (``(1,
+    'iteration')``) is not called: its extension simply runs every iteration.
 
     Args:
         updater: the :class:`~trainerlib.updaters.Updater`.
@@ -191,13 +192,15 @@ class Trainer:
         stop_trigger = self.stop_trigger
         reporter = self.reporter
         preemption = self.preemption or Preemption(signals=())  # never receives
-        while preemption.received is None and not stop_trigger(self):
-            self.observation = reporter.observation = {}
-            with reporter:
+        scheduled = [(getattr(e.trigger, 'fires_every_iteration', False), e.trigger, e.extension)
+                     for e in regular]
+        with reporter:  # current for the whole loop; each iteration gets a fresh observation
+            while preemption.received is None and not stop_trigger(self):
+                self.observation = reporter.observation = {}
                 update()
-                for entry in regular:
-                    if entry.trigger(self):
-                        entry.extension(self)
+                for always, trigger, extension in scheduled:
+                    if always or trigger(self):
+                        extension(self)
                 if last:
                     fired = [entry for entry in last if entry.trigger(self)]
                     for entry in fired:

@@ -25,9 +25,10 @@ def _as_collated(batch: Any) -> Any:
         first = arrays
     else:
         return batch
-    try:
-        return CollatedBatch(arrays, len(first))
-    except TypeError:
+    try:  # shape[0]: Tensor.__len__ is a Python function
+        return CollatedBatch(arrays, first.shape[0] if isinstance(first, torch.Tensor)
+                             else len(first))
+    except (TypeError, IndexError):
         return batch
 
 

@@ -60,6 +60,12 @@ class IntervalTrigger:
         self._previous = current
         return self._epochs(previous) != self._epochs(current)
 
+    @property
+    def fires_every_iteration(self) -> bool:
+        """True for ``(1, 'iteration')``: the Trainer, which calls it once per
+        iteration, then skips the call (it would always fire)."""
+        return self.unit == 'iteration' and self.period == 1
+
     def _epochs(self, x: float) -> int:
         """Whole periods in ``x`` epochs, tolerant of rounding (0.3 / 0.1 < 3)."""
         return math.floor(x / self.period + 1e-9)

@@ -43,6 +43,7 @@ class AmpContext:
         self.scaler = torch.amp.GradScaler(self.device_type) \
             if self.dtype is torch.float16 else None
         self._unscaled: set = set()
+        self._off = contextlib.nullcontext()   # reusable
 
     @property
     def enabled(self) -> bool:
@@ -50,7 +51,7 @@ class AmpContext:
 
     def autocast(self) -> ContextManager:
         if self.dtype is None:
-            return contextlib.nullcontext()
+            return self._off
         return torch.autocast(self.device_type, dtype=self.dtype)
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:

@@ -123,7 +123,7 @@ class GANUpdater(Updater):
 
     def next_real_batch(self) -> torch.Tensor:
         """Convert the next batch of the main iterator; keep the images of an (x, label) pair."""
-        batch = self.converter(self._iterators['main'].next(), self.device)
+        batch = self.converter(next(self._iterators['main']), self.device)
         return batch[0] if isinstance(batch, (tuple, list)) else batch
 
     def update_discriminator(self, real: torch.Tensor) -> None:

@@ -116,7 +116,7 @@ class MultiHeadUpdater(Updater):
                              f'{missing[:5]}; pass them to that optimizer or name another one')
 
     def update_core(self) -> None:
-        batch = self.converter(self._iterators['main'].next(), self.device)
+        batch = self.converter(next(self._iterators['main']), self.device)
         zero_grads(self._steppers)
         total = 0.0
         with self.amp.autocast():

@@ -40,7 +40,7 @@ class PathSGDUpdater(StandardUpdater):
     def update_core(self) -> None:
         optimizer = self.get_optimizer('main')
         optimizer.zero_grad(set_to_none=True)
-        batch = self.converter(self.get_iterator('main').next(), self.device)
+        batch = self.converter(next(self.get_iterator('main')), self.device)
         loss = call_with(self.loss_func or self.get_model('main'), batch)
         loss.backward()
         optimizer.step()

@@ -225,7 +225,7 @@ class MeaningfulPerturbationUpdater(Updater):
         return (self.shift_rng.randint(-j, j), self.shift_rng.randint(-j, j))
 
     def update_core(self) -> None:
-        x, targets = self.converter(self._iterators['main'].next(), self.device)
+        x, targets = self.converter(next(self._iterators['main']), self.device)
         optimizer = self._optimizers['main']
         optimizer.zero_grad(set_to_none=True)
         x0 = self.reference(x)

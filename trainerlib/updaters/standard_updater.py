@@ -76,7 +76,7 @@ class StandardUpdater(Updater):
         # see this iteration's gradients after the update
         optimizer.zero_grad(set_to_none=True)
         if self.accumulate == 1:
-            self._forward_backward(self._iterators['main'].next(), 1.0)
+            self._forward_backward(next(self._iterators['main']), 1.0)
         else:
             self._accumulate_micro_batches()
         if self.clip_grad_norm is not None or self.clip_grad_value is not None:
@@ -103,7 +103,7 @@ class StandardUpdater(Updater):
         for _ in range(self.accumulate):
             observation: Dict[str, Any] = {}
             with reporter.report_scope(observation):
-                self._forward_backward(iterator.next(), 1.0 / self.accumulate)
+                self._forward_backward(next(iterator), 1.0 / self.accumulate)
             observations.append(observation)
         merged = {}
         for key in observations[0]:
