@@ -47,6 +47,13 @@ def to_device(x: Any, device: DeviceLike) -> Any:
     Transfers to CUDA use ``non_blocking=True`` (effective from pinned memory).
     ``device=None`` only converts arrays to tensors.
     """
+    # builtin containers first: isinstance(x, torch.Tensor) is slow when false
+    if isinstance(x, tuple):
+        return tuple([to_device(v, device) for v in x])  # a list is built faster than a generator
+    if isinstance(x, list):
+        return [to_device(v, device) for v in x]
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
     if isinstance(x, torch.Tensor):
         if device is None:
             return x
@@ -54,12 +61,6 @@ def to_device(x: Any, device: DeviceLike) -> Any:
         return x.to(device, non_blocking=device.type == 'cuda')
     if isinstance(x, np.ndarray):
         return to_device(torch.from_numpy(x), device) if x.dtype.kind in 'biuf' else x
-    if isinstance(x, tuple):
-        return tuple([to_device(v, device) for v in x])  # a list is built faster than a generator
-    if isinstance(x, list):
-        return [to_device(v, device) for v in x]
-    if isinstance(x, dict):
-        return {k: to_device(v, device) for k, v in x.items()}
     return x
 
 

@@ -21,7 +21,10 @@ def get_rng_state() -> Dict[str, Any]:
         'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         'numpy': {'kind': kind, 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
                   'has_gauss': int(has_gauss), 'gauss': float(gauss)},
-        'python': {'version': version, 'internal': list(internal), 'gauss': py_gauss},
+        # one int64 tensor, not 625 ints: a snapshot pickles (and checks) it as one object
+        'python': {'version': version,
+                   'internal': torch.from_numpy(np.array(internal, dtype=np.int64)),
+                   'gauss': py_gauss},
     }
 
 
@@ -34,4 +37,6 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32), n['pos'],
                          n['has_gauss'], n['gauss']))
     p = state['python']
-    random.setstate((p['version'], tuple(p['internal']), p['gauss']))
+    internal = p['internal']   # a list of ints in snapshots made before 2026-11-25
+    internal = internal.tolist() if isinstance(internal, torch.Tensor) else internal
+    random.setstate((p['version'], tuple(internal), p['gauss']))

@@ -91,9 +91,14 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+_ATOMS = frozenset({int, float, bool, str, type(None)})
+
+
 def _on_cpu(state: Any) -> Any:
     """``state`` with its tensors on the CPU: tensors on another device are copied,
     CPU tensors are shared; containers are rebuilt (a module's ``_metadata`` kept)."""
+    if type(state) in _ATOMS:  # first: isinstance(x, torch.Tensor) is slow when false
+        return state
     if isinstance(state, torch.Tensor):
         return state.detach() if state.device.type == 'cpu' else state.detach().to('cpu')
     if isinstance(state, dict):
