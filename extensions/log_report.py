@@ -5,7 +5,6 @@ import copy
 import json
 import math
 import os
-import textwrap
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -18,7 +17,9 @@ from trainerlib.text_writer import BackgroundTextWriter
 
 
 def _encode(entry: Dict[str, Any]) -> str:
-    return textwrap.indent(json.dumps(entry, indent=4), '    ')
+    """The entry as ``json.dumps(log, indent=4)`` writes it inside the list (indented
+    by four more spaces; such JSON has no blank line)."""
+    return '    ' + json.dumps(entry, indent=4).replace('\n', '\n    ')
 
 
 class LogReport(Extension):

@@ -1,6 +1,7 @@
 """PrintReport: print LogReport entries as a fixed-width table."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any, Dict, List, Sequence, TextIO, Union
 
@@ -9,6 +10,9 @@ from trainerlib.extension import PRIORITY_READER
 
 from extensions.log_reader import LogReader
 from extensions.log_report import LogReport
+
+
+_no_bar = contextlib.nullcontext()
 
 
 def _cell(value: Any, width: int) -> str:
@@ -24,8 +28,8 @@ class PrintReport(LogReader):
     Columns are ``max(10, len(key))`` characters wide, separated by two spaces,
     numbers in ``g`` format; a key missing from an entry leaves its cell blank
     (Chainer's layout). The cost per iteration is one ``len(log)`` comparison.
-    Rows are written through ``tqdm.external_write_mode``, so a progress bar on
-    the same terminal is cleared and redrawn below them.
+    On a terminal, rows are written through ``tqdm.external_write_mode``, so a
+    progress bar on it is cleared and redrawn below them.
 
     The number of rows already printed is saved, so a resumed run prints only
     the new rows (and the header again, once, in the new process).
@@ -49,6 +53,8 @@ class PrintReport(LogReader):
         self._entries = list(entries)
         self._widths = [max(10, len(key)) for key in self._entries]
         self._out = out
+        # a progress bar is cleared and redrawn around the rows only on a terminal
+        self._tty = bool(getattr(out, 'isatty', lambda: False)())
         self._printed = 0           # log entries already printed (saved)
         self._header_done = False   # per process: not saved
 
@@ -82,7 +88,7 @@ class PrintReport(LogReader):
         self._header_done = True
         self._printed = max(self._printed, len(log))
         out = self._out
-        with tqdm.external_write_mode(file=out):
+        with tqdm.external_write_mode(file=out) if self._tty else _no_bar:
             out.write(text)
             if hasattr(out, 'flush'):
                 out.flush()

@@ -106,6 +106,15 @@ def test_collated_batch_passthrough(arrays, n, expected):
     assert same(concat_examples(list(batch)), expected)             # rows behave as examples
 
 
+@pytest.mark.parametrize('device', [None, 'cpu'])
+def test_collated_batch_of_tensors_is_handed_through(device):
+    arrays = (T([[1.], [2.]]), T([0, 1]))
+    batch = CollatedBatch(arrays, 2, tensors=True)
+    out = concat_examples(batch, device)
+    assert (out is arrays) if device is None else same(out, arrays)
+    assert same(concat_examples(list(batch), device), arrays)
+
+
 @pytest.mark.parametrize('device', [None, -1, 'cpu', torch.device('cpu')])
 def test_concat_examples_devices(device):
     batch = [(T([1., 2.]), np.int64(1)), (T([3., 4.]), np.int64(0))]

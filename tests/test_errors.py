@@ -38,11 +38,18 @@ def test_bad_input_is_named(make, error, message):
         make()
 
 
-def test_loss_that_is_not_a_scalar_is_named(tmp_path):
+@pytest.mark.parametrize('options', [{}, {'clip_grad_norm': 1.0}, {'accumulate': 2}],
+                         ids=['plain step', 'clipped step', 'accumulated step'])
+@pytest.mark.parametrize('loss, shown', [
+    (lambda out: out, r'Tensor\(2, 2\)'),
+    (lambda out: out.sum().item(), r'float\(\)'),
+    (lambda out: [out.sum()], r'list\(\)'),
+])
+def test_loss_that_is_not_a_scalar_is_named(tmp_path, options, loss, shown):
     model = torch.nn.Linear(2, 2)
     updater = StandardUpdater(SerialIterator(DATA, 2), torch.optim.SGD(model.parameters(), 0.1),
-                              model, loss_func=lambda x, t: model(x))
-    with pytest.raises(TypeError, match=r'must return a scalar tensor, got Tensor\(2, 2\)'):
+                              model, loss_func=lambda x, t: loss(model(x)), **options)
+    with pytest.raises(TypeError, match=f'must return a scalar tensor, got {shown}'):
         Trainer(updater, (1, 'iteration'), out=str(tmp_path)).run()
 
 

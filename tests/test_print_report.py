@@ -3,6 +3,7 @@ import io
 
 import pytest
 import torch
+from tqdm import tqdm
 from torch.utils.data import TensorDataset
 
 import extensions as E
@@ -123,3 +124,24 @@ def test_bad_log_report(tmp_path, log_report, error):
     else:
         with pytest.raises(error, match='LogReport'):
             E.PrintReport(['epoch'], log_report)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize('out, clears_bars', [(io.StringIO(), False), (_Terminal(), True)],
+                         ids=['file', 'terminal'])
+def test_rows_clear_progress_bars_only_on_a_terminal(monkeypatch, out, clears_bars):
+    entered = []
+    real = tqdm.external_write_mode
+
+    def spy(*args, **kwargs):
+        entered.append(kwargs.get('file'))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tqdm, 'external_write_mode', spy)
+    report = E.PrintReport(['epoch'], log_report=E.LogReport(trigger=(1, 'iteration')), out=out)
+    report._print_new([{'epoch': 1}])
+    assert out.getvalue().splitlines()[1].strip() == '1'
+    assert entered == ([out] if clears_bars else [])

@@ -261,6 +261,37 @@ def test_dict_summary_keeps_what_was_added_not_the_dict(n):
     assert len(d) == 1
 
 
+@pytest.mark.parametrize('chunk', [1, 5, FOLD_EVERY - 1, FOLD_EVERY, FOLD_EVERY + 7, 3 * FOLD_EVERY])
+def test_summary_extend_equals_adding_one_by_one(chunk):
+    stream = [torch.tensor(float(v)) for v in RNG.uniform(-1, 1, 2 * FOLD_EVERY + 50)]
+    one_by_one, extended = Summary(), Summary()
+    for v in stream:
+        one_by_one.add(v)
+    for i in range(0, len(stream), chunk):
+        extended.extend(stream[i:i + chunk])
+    assert len(extended) == len(one_by_one)        # folded at the same counts
+    assert extended.compute_mean() == one_by_one.compute_mean()
+    assert extended.make_statistics() == one_by_one.make_statistics()
+
+
+def test_dict_summary_keeps_the_order_of_plain_and_weighted_values():
+    """Within a key, plain scalars, weighted pairs and skipped values are summarized in
+    the order they were added (the sums are bit-identical to adding them one by one)."""
+    values = [torch.tensor(0.1), (torch.tensor(0.7), 3), 2.5, torch.zeros(2), torch.tensor(1e-8),
+              (1.5, 0.5), torch.tensor(3.25, dtype=torch.float64)]
+    d = DictSummary()
+    for v in values:
+        d.add({'x': v})
+    reference = Summary()
+    for v in values:
+        value, weight = v if isinstance(v, tuple) else (v, 1)
+        if not (isinstance(value, torch.Tensor) and value.ndim):
+            reference.add(value, weight)
+    assert d.compute_mean() == {'x': reference.compute_mean()}
+    assert d.make_statistics() == {'x': reference.make_statistics()[0],
+                                   'x.std': reference.make_statistics()[1]}
+
+
 def value_stream(kind, n):
     """``n`` (value, weight) pairs of one of several kinds."""
     g = np.random.RandomState(7)

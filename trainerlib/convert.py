@@ -16,15 +16,22 @@ class CollatedBatch:
     code written for a list of examples keeps working; :func:`concat_examples`
     simply moves its ``arrays`` to the device.
 
-    Attributes:
+    Args:
         arrays: a tuple, dict or single tensor/array of stacked columns.
+        size: examples in the batch.
+        tensors: the producer guarantees that ``arrays`` is a tuple of tensors, so
+            that converting it for ``device=None`` has nothing to do (default False).
+
+    Attributes:
+        arrays: the columns.
     """
 
-    __slots__ = ('arrays', '_size')
+    __slots__ = ('arrays', '_size', '_tensors')
 
-    def __init__(self, arrays: Any, size: int) -> None:
+    def __init__(self, arrays: Any, size: int, tensors: bool = False) -> None:
         self.arrays = arrays
         self._size = size
+        self._tensors = tensors
 
     def __len__(self) -> int:
         return self._size
@@ -85,6 +92,8 @@ def concat_examples(batch: Sequence[Any], device: DeviceLike = None,
     Returns:
         A tuple, a dict, or a single tensor, matching the example structure.
     """
+    if type(batch) is CollatedBatch and batch._tensors and device is None:
+        return batch.arrays   # tensors, left where they are: nothing to do
     if isinstance(batch, CollatedBatch):
         return to_device(batch.arrays, device)
     if len(batch) == 0:

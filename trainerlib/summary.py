@@ -42,6 +42,12 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, numbers.Real)
 
 
+def _is_plain_scalar(value: Any) -> bool:
+    """A float or a 0-d non-boolean tensor: a scalar that needs no further check."""
+    return type(value) is float or (type(value) is torch.Tensor and value.ndim == 0
+                                    and value.dtype is not torch.bool)
+
+
 class Summary:
     """Weighted mean and standard deviation of a stream of scalars (or same-shape tensors)."""
 
@@ -61,6 +67,17 @@ class Summary:
             self._unit_weights = False  # (a tensor weight is never compared: no sync)
         if len(self._values) >= FOLD_EVERY:
             self._fold()
+
+    def extend(self, values: List[Any]) -> None:
+        """Add ``values``, each with weight 1: as many :meth:`add` calls, folded at the
+        same counts (so the sums are the same however the values were grouped)."""
+        while values:
+            room = FOLD_EVERY - len(self._values)
+            head, values = values[:room], values[room:]
+            self._values.extend(head)
+            self._weights.extend([1] * len(head))
+            if len(self._values) >= FOLD_EVERY:
+                self._fold()
 
     def _pending(self, squares: bool = True) -> Tuple[torch.Tensor, Any, Any]:
         """``(sum w*x, sum w*x*x, sum w)`` of the pending values (the second only if
@@ -96,6 +113,11 @@ class Summary:
         self._check_not_empty()
         if not self._values:
             return _to_python(self._x / self._n)
+        if self._x is None and self._unit_weights:   # a log line's usual case, kept short
+            total = _stack(self._values).sum(0)
+            if total.ndim == 0:   # (a float64 division, in Python rather than on the device)
+                return total.item() / len(self._values)
+            return _to_python(total / len(self._values))
         x, _, n = self._pending(squares=False)
         if self._x is not None:
             x, n = self._x + x.to(self._x.device), self._n + _to(n, self._x.device)
@@ -167,9 +189,22 @@ class DictSummary:
 
     def _absorb(self) -> None:
         added, self._added = self._added, []
-        summaries = self._summaries
+        columns: Dict[str, List[Any]] = {}
         for d in added:
             for key, value in d.items():
+                column = columns.get(key)
+                if column is None:
+                    column = columns[key] = []
+                column.append(value)
+        summaries = self._summaries
+        for key, values in columns.items():
+            summary = summaries.get(key)
+            if all(map(_is_plain_scalar, values)):   # the usual case: no weights, no checks
+                if summary is None:
+                    summary = summaries[key] = Summary()
+                summary.extend(values)
+                continue
+            for value in values:
                 weight = 1
                 if isinstance(value, tuple):
                     value, weight = value

@@ -16,6 +16,11 @@ def _as_collated(batch: Any) -> Any:
     ``default_collate`` turns tuple examples into a *list* of columns, which would
     otherwise be taken for a list of examples and stacked together.
     """
+    kind = type(batch)
+    if (kind is list or kind is tuple) and len(batch) == 2:   # (inputs, labels): the usual
+        a, b = batch
+        if type(a) is torch.Tensor and type(b) is torch.Tensor:
+            return CollatedBatch((a, b), a.shape[0], tensors=True)
     arrays = tuple(batch) if isinstance(batch, list) else batch
     if isinstance(arrays, tuple) and arrays:
         first = arrays[0]
@@ -87,7 +92,7 @@ class DataLoaderIterator(Iterator):
             raise StopIteration
         if self._it is None:
             self._start_epoch()
-        self._previous_epoch_detail = self.epoch_detail
+        self._previous_epoch_detail = self.epoch + self.current_position / self._epoch_size
         batch = next(self._it)
         self.current_position += 1
         self.is_new_epoch = self.current_position == self._epoch_size

@@ -25,8 +25,9 @@ def _batch_getter(dataset: Any):
             a, b = tensors
             return lambda idx, size: CollatedBatch(
                 (a[idx], b[idx]) if type(idx) is slice
-                else (a.index_select(0, idx), b.index_select(0, idx)), size)
-        return lambda idx, size: CollatedBatch(tuple(_take(t, idx) for t in tensors), size)
+                else (a.index_select(0, idx), b.index_select(0, idx)), size, tensors=True)
+        return lambda idx, size: CollatedBatch(tuple(_take(t, idx) for t in tensors), size,
+                                               tensors=True)
     if isinstance(dataset, (torch.Tensor, np.ndarray)):
         return lambda idx, size: CollatedBatch(_take(dataset, idx), size)
     return None

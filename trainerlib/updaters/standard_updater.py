@@ -75,6 +75,12 @@ class StandardUpdater(Updater):
         # cleared before the forward (as Chainer and the usual loop do), so extensions
         # see this iteration's gradients after the update
         optimizer.zero_grad(set_to_none=True)
+        if self.accumulate == 1 and self.amp.dtype is None and \
+                self.clip_grad_norm is None and self.clip_grad_value is None:
+            # the plain step, without the pass-throughs (every call counts on small models)
+            self._loss(next(self._iterators['main'])).backward()
+            optimizer.step()
+            return
         if self.accumulate == 1:
             self._forward_backward(next(self._iterators['main']), 1.0)
         else:
@@ -84,14 +90,22 @@ class StandardUpdater(Updater):
         self.amp.step(optimizer)
         self.amp.update()
 
-    def _forward_backward(self, batch: Any, scale: float) -> None:
+    def _loss(self, batch: Any) -> torch.Tensor:
+        """Convert ``batch`` and compute the loss (a scalar tensor) from it."""
         in_arrays = self.converter(batch, self.device)
         loss_func = self._models['main'] if self.loss_func is None else self.loss_func
+        kind = type(in_arrays)
+        loss = loss_func(*in_arrays) if kind is tuple else \
+            loss_func(**in_arrays) if kind is dict else call_with(loss_func, in_arrays)
+        if type(loss) is not torch.Tensor or loss.ndim:   # (isinstance is slower)
+            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                raise TypeError('the loss function must return a scalar tensor, got '
+                                f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
+        return loss
+
+    def _forward_backward(self, batch: Any, scale: float) -> None:
         with self.amp.autocast():
-            loss = call_with(loss_func, in_arrays)
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            raise TypeError('the loss function must return a scalar tensor, got '
-                            f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
+            loss = self._loss(batch)
         if scale != 1.0:
             loss = loss * scale
         self.amp.scale(loss).backward()
