@@ -332,7 +332,8 @@ def test_path_sgd_is_blind_to_unbalanced_init_on_digits():
         model = digits_mlp(unbalanced)
         runs[unbalanced] = fit(model, PathSGD(model, lr=0.1), data)
     (balanced, err_b), (unbal, err_u) = runs[False], runs[True]
-    torch.testing.assert_close(unbal, balanced, rtol=1e-5, atol=0)
+    # equal up to float32 rounding (measured: relative differences up to 1.3e-5)
+    torch.testing.assert_close(unbal, balanced, rtol=1e-4, atol=0)
     assert balanced[-1] < 0.01 and err_b < 0.05 and err_u < 0.05
     for lr in (1e-3, 3e-4, 1e-4):   # SGD on the unbalanced net stalls or diverges …
         model = digits_mlp(True)
