@@ -24,14 +24,15 @@ class CollatedBatch:
 
     Attributes:
         arrays: the columns.
+        tensors: as given.
     """
 
-    __slots__ = ('arrays', '_size', '_tensors')
+    __slots__ = ('arrays', '_size', 'tensors')
 
     def __init__(self, arrays: Any, size: int, tensors: bool = False) -> None:
         self.arrays = arrays
         self._size = size
-        self._tensors = tensors
+        self.tensors = tensors
 
     def __len__(self) -> int:
         return self._size
@@ -92,9 +93,9 @@ def concat_examples(batch: Sequence[Any], device: DeviceLike = None,
     Returns:
         A tuple, a dict, or a single tensor, matching the example structure.
     """
-    if type(batch) is CollatedBatch and batch._tensors and device is None:
-        return batch.arrays   # tensors, left where they are: nothing to do
     if isinstance(batch, CollatedBatch):
+        if batch.tensors and device is None:
+            return batch.arrays   # tensors, left where they are: nothing to do
         return to_device(batch.arrays, device)
     if len(batch) == 0:
         raise ValueError('concat_examples: the batch is empty')

@@ -48,14 +48,12 @@ class Classifier(torch.nn.Module):
         self.y = self.loss = self.accuracy = None
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        if self.label_key == -1 and args and not kwargs:   # the usual call: (x, ..., t)
-            t = args[-1]
-            args = args[:-1]
-        elif isinstance(self.label_key, int):
+        if isinstance(self.label_key, int):
             if not args:
                 raise TypeError('Classifier: no positional input to take the label from')
-            args = list(args)
-            t = args.pop(self.label_key)
+            k = self.label_key % len(args)   # (IndexError below if out of range, as pop)
+            t = args[self.label_key]
+            args = args[:k] + args[k + 1:]
         else:
             if self.label_key not in kwargs:
                 raise TypeError(f'Classifier: label key {self.label_key!r} not in the inputs '
@@ -65,10 +63,9 @@ class Classifier(torch.nn.Module):
         # _modules and __dict__ directly: nn.Module's __getattr__/__setattr__ are slow
         y = self._modules['predictor'](*args, **kwargs)
         loss = self.lossfun(y, t)
+        values = {'loss': loss}
         self.__dict__['y'], self.__dict__['loss'] = y, loss
         if self.compute_accuracy:
-            accuracy = self.__dict__['accuracy'] = self.accfun(y, t)
-            reporter.report({'loss': loss, 'accuracy': accuracy}, self)
-        else:
-            reporter.report({'loss': loss}, self)
+            values['accuracy'] = self.__dict__['accuracy'] = self.accfun(y, t)
+        reporter.report(values, self)
         return loss

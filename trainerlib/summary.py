@@ -113,14 +113,11 @@ class Summary:
         self._check_not_empty()
         if not self._values:
             return _to_python(self._x / self._n)
-        if self._x is None and self._unit_weights:   # a log line's usual case, kept short
-            total = _stack(self._values).sum(0)
-            if total.ndim == 0:   # (a float64 division, in Python rather than on the device)
-                return total.item() / len(self._values)
-            return _to_python(total / len(self._values))
         x, _, n = self._pending(squares=False)
         if self._x is not None:
             x, n = self._x + x.to(self._x.device), self._n + _to(n, self._x.device)
+        if x.ndim == 0 and not isinstance(n, torch.Tensor):   # unit weights: n is a number
+            return x.item() / n   # the same float64 division, without a device op
         return _to_python(x / n)
 
     def make_statistics(self) -> Tuple[Any, Any]:

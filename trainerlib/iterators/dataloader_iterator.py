@@ -16,11 +16,6 @@ def _as_collated(batch: Any) -> Any:
     ``default_collate`` turns tuple examples into a *list* of columns, which would
     otherwise be taken for a list of examples and stacked together.
     """
-    kind = type(batch)
-    if (kind is list or kind is tuple) and len(batch) == 2:   # (inputs, labels): the usual
-        a, b = batch
-        if type(a) is torch.Tensor and type(b) is torch.Tensor:
-            return CollatedBatch((a, b), a.shape[0], tensors=True)
     arrays = tuple(batch) if isinstance(batch, list) else batch
     if isinstance(arrays, tuple) and arrays:
         first = arrays[0]
@@ -31,10 +26,11 @@ def _as_collated(batch: Any) -> Any:
     else:
         return batch
     try:  # shape[0]: Tensor.__len__ is a Python function
-        return CollatedBatch(arrays, first.shape[0] if isinstance(first, torch.Tensor)
-                             else len(first))
+        size = first.shape[0] if isinstance(first, torch.Tensor) else len(first)
     except (TypeError, IndexError):
         return batch
+    tensors = isinstance(arrays, tuple) and all(isinstance(a, torch.Tensor) for a in arrays)
+    return CollatedBatch(arrays, size, tensors)
 
 
 def _sampler_generator(loader) -> Optional[torch.Generator]:
@@ -92,7 +88,7 @@ class DataLoaderIterator(Iterator):
             raise StopIteration
         if self._it is None:
             self._start_epoch()
-        self._previous_epoch_detail = self.epoch + self.current_position / self._epoch_size
+        self._previous_epoch_detail = self.epoch_detail
         batch = next(self._it)
         self.current_position += 1
         self.is_new_epoch = self.current_position == self._epoch_size

@@ -94,13 +94,10 @@ class StandardUpdater(Updater):
         """Convert ``batch`` and compute the loss (a scalar tensor) from it."""
         in_arrays = self.converter(batch, self.device)
         loss_func = self._models['main'] if self.loss_func is None else self.loss_func
-        kind = type(in_arrays)
-        loss = loss_func(*in_arrays) if kind is tuple else \
-            loss_func(**in_arrays) if kind is dict else call_with(loss_func, in_arrays)
-        if type(loss) is not torch.Tensor or loss.ndim:   # (isinstance is slower)
-            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                raise TypeError('the loss function must return a scalar tensor, got '
-                                f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
+        loss = call_with(loss_func, in_arrays)
+        if not isinstance(loss, torch.Tensor) or loss.ndim:
+            raise TypeError('the loss function must return a scalar tensor, got '
+                            f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
         return loss
 
     def _forward_backward(self, batch: Any, scale: float) -> None:
