@@ -14,6 +14,7 @@ from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.serialization import remove_partial_files
 from trainerlib.summary import DictSummary
 from trainerlib.text_writer import BackgroundTextWriter
+from trainerlib.triggers.schedule import TriggerSchedule
 
 
 def _encode(entry: Dict[str, Any]) -> str:
@@ -41,6 +42,10 @@ class LogReport(Extension):
         filename: file name in ``trainer.out`` (None: keep in memory only).
         write_interval: minimum seconds between two rewrites of the file
             (default 1.0; 0 writes it at every entry).
+
+    Attributes:
+        log: the entries emitted so far (a list of dicts; the same list object for the
+            life of the LogReport, restored in place by :meth:`load_state_dict`).
     """
 
     trigger = (1, 'iteration')
@@ -54,19 +59,15 @@ class LogReport(Extension):
             raise ValueError(f'write_interval must be >= 0 seconds, got {write_interval!r}')
         self._keys = None if keys is None else list(keys)
         self._trigger = triggers.get_trigger(trigger)
+        self._schedule = TriggerSchedule(self._trigger)   # asks it only when it can fire
         self._postprocess = postprocess
         self._filename = filename
-        self._log: List[Dict[str, Any]] = []
+        self.log: List[Dict[str, Any]] = []
         self._encoded: List[str] = []   # JSON text of each entry, encoded once
         self._summary = DictSummary()
         self._writer = BackgroundTextWriter()
         self._write_interval = write_interval
         self._written_at = -math.inf   # time.monotonic() of the last rewrite
-
-    @property
-    def log(self) -> List[Dict[str, Any]]:
-        """The entries emitted so far (list of dicts)."""
-        return self._log
 
     def __call__(self, trainer) -> None:
         observation = trainer.observation
@@ -74,10 +75,12 @@ class LogReport(Extension):
             self._summary.add(observation)
         else:
             self._summary.add({k: observation[k] for k in self._keys if k in observation})
-        if self._trigger(trainer):
+        iteration = trainer.updater.iteration
+        if iteration >= self._schedule.due and self._schedule(trainer, iteration):
             self._emit(trainer)
 
     def initialize(self, trainer) -> None:
+        self._schedule.start(trainer.updater.iteration)
         if self._filename is not None:  # a process killed while writing the log left these
             remove_partial_files(trainer.out, self._filename.__eq__)
 
@@ -90,7 +93,7 @@ class LogReport(Extension):
         entry['elapsed_time'] = trainer.elapsed_time
         if self._postprocess is not None:
             self._postprocess(entry)
-        self._log.append(entry)
+        self.log.append(entry)
         self._summary = DictSummary()
         if self._filename is not None and \
                 time.monotonic() - self._written_at >= self._write_interval:
@@ -100,22 +103,22 @@ class LogReport(Extension):
         """Queue the whole log for the writer thread (finalize waits for it)."""
         self._written_at = time.monotonic()
         encoded = self._encoded   # each entry is encoded once
-        encoded.extend(_encode(entry) for entry in self._log[len(encoded):])
+        encoded.extend(_encode(entry) for entry in self.log[len(encoded):])
         # the same text as json.dump(log, f, indent=4)
         self._writer.write(os.path.join(out, self._filename), '[\n' + ',\n'.join(encoded) + '\n]')
 
     def finalize(self, trainer=None) -> None:
         if trainer is not None and self._filename is not None and \
-                len(self._encoded) < len(self._log):
+                len(self._encoded) < len(self.log):
             self._write(trainer.out)
         self._writer.flush()
 
     def state_dict(self) -> dict:
-        return {'log': copy.deepcopy(self._log), 'summary': self._summary.state_dict(),
+        return {'log': copy.deepcopy(self.log), 'summary': self._summary.state_dict(),
                 'trigger': state_of(self._trigger)}
 
     def load_state_dict(self, state: dict) -> None:
-        self._log = copy.deepcopy(state['log'])
+        self.log[:] = copy.deepcopy(state['log'])   # the same list: readers may hold it
         self._encoded = []
         self._summary.load_state_dict(state['summary'])
         load_into(self._trigger, state['trigger'])

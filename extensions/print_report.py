@@ -69,7 +69,8 @@ class PrintReport(LogReader):
                        for key, w in zip(self._entries, self._widths)) + '\n'
 
     def __call__(self, trainer) -> None:
-        log = self.read_log(trainer)
+        resolved = self._resolved   # the common case, a registered LogReport, without a call
+        log = resolved.log if resolved is not None and not self._owns else self.read_log(trainer)
         if self._header_done and len(log) == self._printed:
             return
         self._print_new(log)

@@ -63,7 +63,7 @@ def test_lifecycle_initialize_call_before_training_finalize(tmp_path):
 def test_snapshot_priority_runs_after_every_trigger_was_evaluated(tmp_path):
     """A snapshot taken at iteration k holds the triggers' states *after* k."""
     seen = []
-    trainer = make_trainer(tmp_path, stop=(3, 'iteration'))
+    trainer = make_trainer(tmp_path, stop=(4, 'iteration'))
 
     @make_extension(trigger=(1, 'iteration'), priority=PRIORITY_SNAPSHOT)
     def grab(tr):
@@ -72,8 +72,9 @@ def test_snapshot_priority_runs_after_every_trigger_was_evaluated(tmp_path):
     trainer.extend(grab)
     trainer.extend(E.snapshot_object(torch.nn.Linear(1, 1), 'x.pt'), trigger=(2, 'iteration'))
     trainer.run()
-    # the snapshot_object trigger (registered after grab) was already evaluated
-    assert [s['snapshot_object']['previous'] for s in seen] == [1, 2, 3]
+    # the snapshot_object trigger (registered after grab) was already evaluated at 2 and 4
+    # (and, scheduled, asked only there)
+    assert [s['snapshot_object']['previous'] for s in seen] == [None, 2, 2, 4]
 
 
 def test_on_error_runs_for_all_and_finalize_always(tmp_path, capsys):
@@ -283,3 +284,71 @@ def test_call_before_training_reports_are_observed(tmp_path):
     trainer.extend(reporter_ext, call_before_training=True)
     trainer.run()
     assert seen[0] == {'before': 0.0}
+
+
+class ScheduledTrigger:
+    """Fires at multiples of ``period``, says so through ``next_fire``, records when asked."""
+
+    def __init__(self, period):
+        self.period, self.asked = period, []
+
+    def __call__(self, trainer):
+        iteration = trainer.updater.iteration
+        self.asked.append(iteration)
+        return iteration > 0 and iteration % self.period == 0
+
+    def next_fire(self, iteration):
+        return (iteration // self.period + 1) * self.period
+
+
+def test_scheduled_trigger_is_asked_only_when_it_can_fire(tmp_path):
+    calls, trigger = [], ScheduledTrigger(4)
+    trainer = make_trainer(tmp_path, stop=(9, 'iteration'))
+    trainer.extend(Recorder(calls, 'a'), trigger=trigger)
+    trainer.run()
+    assert trigger.asked == [4, 8]
+    assert [it for it, _ in calls if isinstance(it, int)] == [4, 8]
+
+
+def test_stop_trigger_is_asked_at_the_start_and_when_due(tmp_path):
+    stop = ScheduledTrigger(5)
+    trainer = make_trainer(tmp_path, stop=stop)
+    trainer.run()
+    assert stop.asked == [0, 5] and trainer.updater.iteration == 5
+
+
+@pytest.mark.parametrize('triggers', [
+    # (a, b, c): always, scheduled, polled; all fire at 4 and must run in priority order
+    [(1, 'iteration'), ScheduledTrigger(4), CountingTrigger(4, False)],
+    [CountingTrigger(4, False), (4, 'iteration'), (1, 'iteration')],
+    [ScheduledTrigger(2), CountingTrigger(2, False), ScheduledTrigger(4)],
+])
+def test_scheduled_polled_and_always_triggers_keep_priority_order(tmp_path, triggers):
+    calls = []
+    trainer = make_trainer(tmp_path, stop=(4, 'iteration'))
+    for tag, priority, trigger in zip('abc', [PRIORITY_READER, PRIORITY_WRITER, PRIORITY_EDITOR],
+                                      triggers):
+        trainer.extend(Recorder(calls, tag, priority), trigger=trigger)
+    trainer.run()
+    assert [tag for it, tag in calls if it == 4] == ['b', 'c', 'a']
+
+
+def test_resumed_run_asks_scheduled_triggers_at_the_same_iterations(tmp_path):
+    """Trigger states after a resume from any iteration equal the uninterrupted run's."""
+    def run(stop, state=None):
+        trainer = make_trainer(tmp_path, stop=(stop, 'iteration'))
+        trainer.extend(E.LogReport(trigger=(3, 'iteration'), filename=None))
+        trainer.extend(Recorder([], 'a'), trigger=(4, 'iteration'))
+        trainer.extend(Recorder([], 'b', PRIORITY_SNAPSHOT), trigger=(5, 'iteration'))
+        if state is not None:
+            trainer.load_state_dict(state)
+        trainer.run()
+        return trainer.state_dict()
+
+    whole = run(10)
+    for k in (1, 3, 4, 5, 7):
+        resumed = run(10, run(k))
+        assert resumed['triggers'] == whole['triggers']
+        assert resumed['stop_trigger'] == whole['stop_trigger']
+        assert resumed['extensions']['LogReport']['trigger'] == \
+            whole['extensions']['LogReport']['trigger']

@@ -1,5 +1,6 @@
 """Tests of trainerlib.triggers: fire sequences, resume at every split point, bad input."""
 import io
+import math
 import warnings
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from trainerlib.reporter import report
 from trainerlib.triggers import (EarlyStoppingTrigger, IntervalTrigger, ManualScheduleTrigger,
                                  MaxValueTrigger, MinValueTrigger, OnceTrigger, TimeTrigger,
                                  get_trigger)
+from trainerlib.triggers.schedule import TriggerSchedule
 from trainerlib.updaters import StandardUpdater
 
 
@@ -410,3 +412,33 @@ def test_state_saved_in_another_unit_is_ignored():
     trigger.load_state_dict(saved.state_dict())
     updater = SimpleNamespace(iteration=61, epoch_detail=1.02, previous_epoch_detail=1.0)
     assert trigger(SimpleNamespace(updater=updater)) is False
+
+
+@pytest.mark.parametrize('trigger, iteration, expected', [
+    (IntervalTrigger(3, 'iteration'), 0, 3),
+    (IntervalTrigger(3, 'iteration'), 2, 3),
+    (IntervalTrigger(3, 'iteration'), 3, 6),
+    (IntervalTrigger(3, 'iteration'), -1, 0),
+    (IntervalTrigger(1, 'epoch'), 5, None),          # epochs: asked every iteration
+    (ManualScheduleTrigger([2, 7], 'iteration'), 0, 2),
+    (ManualScheduleTrigger([2, 7], 'iteration'), 2, 7),
+    (ManualScheduleTrigger([2, 7], 'iteration'), 7, math.inf),
+    (ManualScheduleTrigger([2, 7], 'epoch'), 0, None),
+    (get_trigger(None), 4, math.inf),
+])
+def test_next_fire(trigger, iteration, expected):
+    assert trigger.next_fire(iteration) == expected
+
+
+@pytest.mark.parametrize('trigger, every_call', [
+    (IntervalTrigger(1, 'iteration'), [True] * 6),
+    (IntervalTrigger(2, 'iteration'), [False, True] * 3),
+    (ManualScheduleTrigger([1, 5], 'iteration'), [True, False, False, False, True, False]),
+    (IntervalTrigger(0.5, 'epoch'), [False, True] * 3),
+])
+def test_trigger_schedule_fires_as_the_trigger_asked_every_iteration(trigger, every_call):
+    schedule = TriggerSchedule(trigger)
+    schedule.start(0)
+    fired = [schedule(trainer, trainer.updater.iteration)
+             for trainer in trainers(16, 4, len(every_call))[1:]]   # 4 iterations per epoch
+    assert fired == every_call

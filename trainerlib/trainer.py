@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -17,10 +18,11 @@ from trainerlib.extension import PRIORITY_SNAPSHOT, Extension, as_extension
 from trainerlib.preemption import Preempted, Preemption
 from trainerlib.rng import get_rng_state, set_rng_state
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
+from trainerlib.triggers.schedule import TriggerSchedule
 
 
 class _Entry:
-    __slots__ = ('extension', 'trigger', 'priority', 'call_before_training')
+    __slots__ = ('extension', 'trigger', 'priority', 'call_before_training', 'schedule')
 
     def __init__(self, extension: Extension, trigger, priority: int,
                  call_before_training: bool) -> None:
@@ -28,6 +30,12 @@ class _Entry:
         self.trigger = trigger
         self.priority = priority
         self.call_before_training = call_before_training
+        self.schedule = TriggerSchedule(trigger)
+
+
+def _earliest(entries: List[_Entry]) -> float:
+    """The first iteration at which a scheduled trigger is due (inf: none is scheduled)."""
+    return min((e.schedule.due for e in entries if e.schedule.scheduled), default=math.inf)
 
 
 class Trainer:
@@ -38,8 +46,15 @@ class Trainer:
     evaluated in descending priority (ties keep registration order) and the
     extension runs if it fired. Extensions at snapshot priority run last, after
     all their triggers were evaluated, so that they save the final state of the
-    iteration. A trigger whose ``fires_every_iteration`` is true (``(1,
-    'iteration')``) is not called: its extension simply runs every iteration.
+    iteration.
+
+    Triggers that cannot fire are not asked: one whose ``fires_every_iteration``
+    is true (``(1, 'iteration')``) is not called, its extension simply runs every
+    iteration; one with a ``next_fire(iteration)`` method (``(period,
+    'iteration')``, ``ManualScheduleTrigger`` in iterations, the stop trigger
+    ``(n, 'iteration')``) is asked only at the iteration it names, so an
+    iteration where none is due costs one integer comparison for all of them.
+    Other triggers (``'epoch'`` units, custom callables) are asked every iteration.
 
     Args:
         updater: the :class:`~trainerlib.updaters.Updater`.
@@ -188,23 +203,48 @@ class Trainer:
                     entry.extension(self)
 
     def _loop(self, regular: List[_Entry], last: List[_Entry]) -> None:
-        update = self.updater.update
-        stop_trigger = self.stop_trigger
+        updater = self.updater
+        update = updater.update
         reporter = self.reporter
         preemption = self.preemption or Preemption(signals=())  # never receives
-        scheduled = [(getattr(e.trigger, 'fires_every_iteration', False), e.trigger, e.extension)
-                     for e in regular]
+        start = updater.iteration
+        # the stop trigger is asked before the update (first at ``start`` itself), the
+        # extensions' triggers after it; a resumed run asks them at the same iterations
+        stop = TriggerSchedule(self.stop_trigger, after_update=False)
+        stop.start(start - 1)
+        for entry in regular + last:
+            entry.schedule.start(start)
+        due = _earliest(regular + last)
+        # what runs on an iteration where no scheduled trigger is due
+        polled = [(e.schedule.always, e.trigger, e.extension) for e in regular
+                  if not e.schedule.scheduled]
+        polled_last = [e for e in last if not e.schedule.scheduled]
         with reporter:  # current for the whole loop; each iteration gets a fresh observation
-            while preemption.received is None and not stop_trigger(self):
+            while preemption.received is None:
+                iteration = updater.iteration
+                if iteration >= stop.due and stop(self, iteration):
+                    break
                 self.observation = reporter.observation = {}
                 update()
-                for always, trigger, extension in scheduled:
-                    if always or trigger(self):
-                        extension(self)
-                if last:
-                    fired = [entry for entry in last if entry.trigger(self)]
-                    for entry in fired:
-                        entry.extension(self)
+                iteration = updater.iteration
+                if iteration < due:
+                    for always, trigger, extension in polled:
+                        if always or trigger(self):
+                            extension(self)
+                    if polled_last:
+                        self._run_last(polled_last, iteration)
+                else:
+                    for entry in regular:
+                        if entry.schedule(self, iteration):
+                            entry.extension(self)
+                    self._run_last(last, iteration)
+                    due = _earliest(regular + last)
+
+    def _run_last(self, last: List[_Entry], iteration: int) -> None:
+        """Snapshot-priority extensions: all triggers first, then the ones that fired."""
+        fired = [entry for entry in last if entry.schedule(self, iteration)]
+        for entry in fired:
+            entry.extension(self)
 
     def _on_error(self, entries: List[_Entry], exc: BaseException) -> None:
         tb = exc.__traceback__

@@ -19,17 +19,21 @@ def _as_collated(batch: Any) -> Any:
     arrays = tuple(batch) if isinstance(batch, list) else batch
     if isinstance(arrays, tuple) and arrays:
         first = arrays[0]
+        tensors = True
+        for a in arrays:   # (a loop: a generator in all() costs more per batch)
+            if not isinstance(a, torch.Tensor):
+                tensors = False
+                break
     elif isinstance(arrays, dict) and arrays:
-        first = next(iter(arrays.values()))
+        first, tensors = next(iter(arrays.values())), False
     elif isinstance(arrays, torch.Tensor):
-        first = arrays
+        first, tensors = arrays, False
     else:
         return batch
     try:  # shape[0]: Tensor.__len__ is a Python function
-        size = first.shape[0] if isinstance(first, torch.Tensor) else len(first)
+        size = first.shape[0] if tensors or isinstance(first, torch.Tensor) else len(first)
     except (TypeError, IndexError):
         return batch
-    tensors = isinstance(arrays, tuple) and all(isinstance(a, torch.Tensor) for a in arrays)
     return CollatedBatch(arrays, size, tensors)
 
 

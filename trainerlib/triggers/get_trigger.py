@@ -1,13 +1,23 @@
 """Normalise trigger specifications."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 TriggerLike = Any  # Callable[[Trainer], bool] or (period, unit) or None
 
 
-def _never_fire(trainer) -> bool:
-    return False
+class _NeverFire:
+    """The trigger of ``None``: never fires (and the Trainer never asks it)."""
+
+    def __call__(self, trainer) -> bool:
+        return False
+
+    def next_fire(self, iteration: int) -> float:
+        return math.inf
+
+    def __repr__(self) -> str:
+        return 'never'
 
 
 def get_trigger(trigger: TriggerLike) -> Callable[..., bool]:
@@ -20,7 +30,7 @@ def get_trigger(trigger: TriggerLike) -> Callable[..., bool]:
     """
     from trainerlib.triggers.interval_trigger import IntervalTrigger
     if trigger is None:
-        return _never_fire
+        return _NeverFire()
     if callable(trigger):
         return trigger
     if isinstance(trigger, (tuple, list)) and len(trigger) == 2:

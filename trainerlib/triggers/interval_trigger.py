@@ -66,6 +66,17 @@ class IntervalTrigger:
         iteration, then skips the call (it would always fire)."""
         return self.unit == 'iteration' and self.period == 1
 
+    def next_fire(self, iteration: int) -> Optional[float]:
+        """The first iteration after ``iteration`` that is a multiple of the period
+        (``'iteration'`` unit); None for ``'epoch'``, which must be asked every iteration.
+
+        The Trainer then asks this trigger only at that iteration: skipping the calls in
+        between changes neither when it fires nor its saved state, which moves only when
+        it is asked."""
+        if self.unit != 'iteration':
+            return None
+        return (iteration // self.period + 1) * self.period
+
     def _epochs(self, x: float) -> int:
         """Whole periods in ``x`` epochs, tolerant of rounding (0.3 / 0.1 < 3)."""
         return math.floor(x / self.period + 1e-9)

@@ -1,6 +1,7 @@
 """Fire at explicitly listed iterations or epochs."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 from trainerlib.triggers.interval_trigger import check_unit, position
@@ -34,6 +35,13 @@ class ManualScheduleTrigger:
         self._previous = current
         self.finished = self.points[-1] <= current
         return any(previous < p <= current for p in self.points)
+
+    def next_fire(self, iteration: int) -> Optional[float]:
+        """The first point after ``iteration`` (``math.inf`` past the last one) in the
+        ``'iteration'`` unit, where the Trainer asks only then; None for ``'epoch'``."""
+        if self.unit != 'iteration':
+            return None
+        return next((p for p in self.points if p > iteration), math.inf)
 
     def state_dict(self) -> dict:
         return {'previous': self._previous, 'finished': self.finished, 'unit': self.unit}
