@@ -18,6 +18,7 @@ import _bench_clock  # noqa: E402
 import _bench_common  # noqa: E402
 import _bench_own  # noqa: E402
 import _bench_peers  # noqa: E402
+import _bench_pieces  # noqa: E402
 import _bench_sync  # noqa: E402
 
 TINY = ['--rounds', '1', '--iterations', '20', '--cnn-iterations', '4', '--snapshot-every', '10',
@@ -71,6 +72,15 @@ def test_tiny_run_prints_every_section_and_checks_weights(capsys, monkeypatch):
         assert all(us > 0 for us, _, _ in table.values())
     assert out.count('SerialIterator + concat_examples') == 2
     assert 'ratio path_sgd/sgd per step:' in out and 'load average at end' in out
+
+
+def test_pieces_end_with_the_hand_loops_weights(capsys):
+    argv = ['--pieces', '--workloads', 'mlp', '--rounds', '1', '--iterations', '20',
+            '--path-sgd-steps', '0', '--loader-batches', '0']
+    assert bench.main(argv) == 0
+    table = rows(capsys.readouterr().out)['mlp']
+    assert list(table) == list(_bench_pieces.piece_contestants())
+    assert all(weights == '== hand' for _, _, weights in list(table.values())[1:])
 
 
 def test_a_contestant_with_other_weights_fails_the_run(capsys, monkeypatch):

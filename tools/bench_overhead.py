@@ -19,6 +19,7 @@ Then (f) Path-SGD vs SGD step time and (g) SerialIterator vs DataLoader batches/
     python tools/bench_overhead.py [--rounds 7] [--iterations 2000] [--cnn-iterations 300]
                                    [--cpu N] [--workloads mlp cnn] [--only NAME ...]
     python tools/bench_overhead.py --profile default     # where (d)'s extra time goes (MLP)
+    python tools/bench_overhead.py --pieces --workloads mlp   # the cost of each piece, in place
     python tools/bench_overhead.py --check-sync          # no host-device sync (needs CUDA)
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # the _bench_* 
 import _bench_loader  # noqa: E402
 import _bench_own  # noqa: E402
 import _bench_peers  # noqa: E402
+import _bench_pieces  # noqa: E402
 import bench_path_sgd  # noqa: E402
 from _bench_clock import (events_in_window, lockstep, now, steady_process,  # noqa: E402
                           use_clock, window)
@@ -48,7 +50,8 @@ from _bench_common import (LOG_EVERY, Contestant, Run, Settings, Workload,  # no
 from _bench_profile import profile  # noqa: E402
 from _bench_sync import check_sync  # noqa: E402
 
-DESCRIPTIONS = {**_bench_own.DESCRIPTIONS, **_bench_peers.DESCRIPTIONS}
+DESCRIPTIONS = {**_bench_own.DESCRIPTIONS, **_bench_peers.DESCRIPTIONS,
+                **_bench_pieces.DESCRIPTIONS}
 
 
 def cpu_name() -> str:
@@ -168,6 +171,9 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help='(f) steps per round, 0 to skip (default 10)')
     parser.add_argument('--loader-batches', type=int, default=500,
                         help='(g) batches per round, 0 to skip (default 500)')
+    parser.add_argument('--pieces', action='store_true',
+                        help='time the hand loop plus one piece of trainerlib at a time instead '
+                        'of the contestants above (see tools/_bench_pieces.py)')
     parser.add_argument('--profile', metavar='NAME',
                         help='only profile this contestant against hand on the MLP')
     parser.add_argument('--check-sync', action='store_true',
@@ -198,9 +204,12 @@ def run(args: argparse.Namespace) -> int:
         lines = check_sync(workloads)
         print('\n'.join(lines))
         return 1 if any(': SYNC' in line or ': ERROR' in line for line in lines) else 0
-    contestants = dict(_bench_own.own_contestants())
-    if not args.no_peers:
-        contestants.update(_bench_peers.peer_contestants())
+    if args.pieces:
+        contestants = _bench_pieces.piece_contestants()
+    else:
+        contestants = dict(_bench_own.own_contestants())
+        if not args.no_peers:
+            contestants.update(_bench_peers.peer_contestants())
     unknown = sorted(set(args.only or []) - set(contestants) | (
         {args.profile} - set(contestants) if args.profile else set()))
     if unknown:
