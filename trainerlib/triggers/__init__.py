@@ -6,8 +6,9 @@ from trainerlib.triggers.manual_schedule_trigger import ManualScheduleTrigger
 from trainerlib.triggers.minmax_value_trigger import (BestValueTrigger, MaxValueTrigger,
                                                       MinValueTrigger)
 from trainerlib.triggers.once_trigger import OnceTrigger
+from trainerlib.triggers.schedule import TriggerSchedule
 from trainerlib.triggers.time_trigger import TimeTrigger
 
 __all__ = ['BestValueTrigger', 'EarlyStoppingTrigger', 'IntervalTrigger',
            'ManualScheduleTrigger', 'MaxValueTrigger', 'MinValueTrigger', 'OnceTrigger',
-           'TimeTrigger', 'get_trigger']
+           'TimeTrigger', 'TriggerSchedule', 'get_trigger']
