@@ -345,9 +345,8 @@ def test_resumed_run_asks_scheduled_triggers_at_the_same_iterations(tmp_path):
         trainer.run()
         return trainer.state_dict()
 
-    whole = run(10)
-    for k in (1, 3, 4, 5, 7):
-        resumed = run(10, run(k))
+    for k, stop in [(1, 10), (3, 5), (4, 6), (5, 7), (7, 10)]:   # stops between due points
+        whole, resumed = run(stop), run(stop, run(k))
         assert resumed['triggers'] == whole['triggers']
         assert resumed['stop_trigger'] == whole['stop_trigger']
         assert resumed['extensions']['LogReport']['trigger'] == \

@@ -13,6 +13,7 @@ from typing import Callable, Dict
 import torch
 import torch.nn.functional as F
 
+import _bench_own
 import extensions as E
 from _bench_clock import Clock
 from _bench_common import LOG_EVERY, LR, Batches, Contestant, Run, Settings, Workload, finish
@@ -84,7 +85,7 @@ def _trainer(w: Workload, n: int, s: Settings, classifier: bool, log: bool) -> R
 def piece_contestants() -> Dict[str, Contestant]:
     """Name -> contestant (with the hand loop first, the reference)."""
     return {
-        'hand': _hand_with(_plain),
+        'hand': _bench_own.hand,
         'hand+detach': _hand_with(_detach),
         'hand+one-op': _hand_with(_one_op),
         'hand+classifier': _hand_with(lambda model: Classifier(model, accfun=None)),

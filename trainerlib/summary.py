@@ -44,8 +44,7 @@ def _is_scalar(value: Any) -> bool:
 
 def _is_plain_scalar(value: Any) -> bool:
     """A float or a 0-d non-boolean tensor: a scalar that needs no further check."""
-    return type(value) is float or (type(value) is torch.Tensor and value.ndim == 0
-                                    and value.dtype is not torch.bool)
+    return type(value) is float or (type(value) is torch.Tensor and _is_scalar(value))
 
 
 class Summary:
@@ -195,8 +194,8 @@ class DictSummary:
                 column.append(value)
         summaries = self._summaries
         for key, values in columns.items():
-            summary = summaries.get(key)
             if all(map(_is_plain_scalar, values)):   # the usual case: no weights, no checks
+                summary = summaries.get(key)
                 if summary is None:
                     summary = summaries[key] = Summary()
                 summary.extend(values)

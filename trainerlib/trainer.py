@@ -212,9 +212,10 @@ class Trainer:
         # extensions' triggers after it; a resumed run asks them at the same iterations
         stop = TriggerSchedule(self.stop_trigger, after_update=False)
         stop.start(start - 1)
-        for entry in regular + last:
+        entries = regular + last
+        for entry in entries:
             entry.schedule.start(start)
-        due = _earliest(regular + last)
+        due = _earliest(entries)
         # what runs on an iteration where no scheduled trigger is due
         polled = [(e.schedule.always, e.trigger, e.extension) for e in regular
                   if not e.schedule.scheduled]
@@ -238,7 +239,7 @@ class Trainer:
                         if entry.schedule(self, iteration):
                             entry.extension(self)
                     self._run_last(last, iteration)
-                    due = _earliest(regular + last)
+                    due = _earliest(entries)
 
     def _run_last(self, last: List[_Entry], iteration: int) -> None:
         """Snapshot-priority extensions: all triggers first, then the ones that fired."""

@@ -18,12 +18,7 @@ def _as_collated(batch: Any) -> Any:
     """
     arrays = tuple(batch) if isinstance(batch, list) else batch
     if isinstance(arrays, tuple) and arrays:
-        first = arrays[0]
-        tensors = True
-        for a in arrays:   # (a loop: a generator in all() costs more per batch)
-            if not isinstance(a, torch.Tensor):
-                tensors = False
-                break
+        first, tensors = arrays[0], all(isinstance(a, torch.Tensor) for a in arrays)
     elif isinstance(arrays, dict) and arrays:
         first, tensors = next(iter(arrays.values())), False
     elif isinstance(arrays, torch.Tensor):
@@ -31,7 +26,7 @@ def _as_collated(batch: Any) -> Any:
     else:
         return batch
     try:  # shape[0]: Tensor.__len__ is a Python function
-        size = first.shape[0] if tensors or isinstance(first, torch.Tensor) else len(first)
+        size = first.shape[0] if isinstance(first, torch.Tensor) else len(first)
     except (TypeError, IndexError):
         return batch
     return CollatedBatch(arrays, size, tensors)

@@ -71,8 +71,7 @@ class IntervalTrigger:
         (``'iteration'`` unit); None for ``'epoch'``, which must be asked every iteration.
 
         The Trainer then asks this trigger only at that iteration: skipping the calls in
-        between changes neither when it fires nor its saved state, which moves only when
-        it is asked."""
+        between does not change when it fires (its state then moves only at those calls)."""
         if self.unit != 'iteration':
             return None
         return (iteration // self.period + 1) * self.period

@@ -16,10 +16,12 @@ class TriggerSchedule:
     """Wraps a trigger so that asking it costs nothing on iterations where it cannot fire.
 
     A trigger whose ``fires_every_iteration`` is true is never asked (it fires at
-    every call; but not for a stop trigger, asked before the first update too). One with a ``next_fire(iteration)`` method (``(period, 'iteration')``,
-    ``ManualScheduleTrigger`` in iterations) is asked only at the iteration it names;
-    its decisions and its saved state are the same as if it were asked every iteration
-    in between, since it fires only there and its state moves only when it is asked.
+    every call; not so for a stop trigger, which is asked before the first update
+    too). One with a ``next_fire(iteration)`` method (``(period, 'iteration')``,
+    ``ManualScheduleTrigger`` in iterations) is asked only at the iteration it names:
+    it fires there as if it had been asked every iteration in between, and its state
+    moves only when it is asked, so a resumed run that starts the schedule at the
+    same iteration asks it, and saves it, exactly as a run never interrupted.
     Any other trigger is asked at every call.
 
     Args:
