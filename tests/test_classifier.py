@@ -22,6 +22,7 @@ class TwoInputs(torch.nn.Module):
     (-1, lambda c, x, t, b: c(x, t), False),            # the usual (x, t)
     (-1, lambda c, x, t, b: c(x, b, t), True),          # more inputs
     (0, lambda c, x, t, b: c(t, x), False),             # the label first
+    (-2, lambda c, x, t, b: c(x, t, b), True),          # another position from the end
     ('t', lambda c, x, t, b: c(x, t=t), False),         # by keyword
     ('t', lambda c, x, t, b: c(x, bias=b, t=t), True),
 ])

@@ -257,6 +257,36 @@ def test_dataloader_iterator_repeat_false():
         next(it)
 
 
+_X, _T = torch.arange(6.).reshape(3, 2), torch.tensor([0, 1, 2])
+_Pair = __import__('collections').namedtuple('_Pair', 'x t')
+
+
+@pytest.mark.parametrize('batch, expected, tensors', [
+    ([_X, _T], (_X, _T), True),              # default_collate's list of columns: a tuple
+    ((_X, _T), (_X, _T), True),
+    (_Pair(_X, _T), _Pair(_X, _T), True),    # a namedtuple stays one
+    ((_X, ['a', 'b', 'c']), (_X, ['a', 'b', 'c']), False),
+    ({'x': _X, 't': _T}, {'x': _X, 't': _T}, False),
+    (_X, _X, False),
+])
+def test_dataloader_iterator_batches_are_taken_as_columns(batch, expected, tensors):
+    wrapped = next(DataLoaderIterator([batch]))
+    assert isinstance(wrapped, CollatedBatch) and len(wrapped) == 3
+    assert wrapped.tensors is tensors
+    got = concat_examples(wrapped)
+    assert type(got) is type(expected)
+    pairs = got.items() if isinstance(got, dict) else enumerate(got) \
+        if isinstance(got, tuple) else [(0, got)]
+    for key, value in pairs:
+        want = expected[key] if isinstance(expected, (tuple, dict)) else expected
+        assert value is want or value == want
+
+
+@pytest.mark.parametrize('batch', [[], (), 7, 'text'])
+def test_dataloader_iterator_passes_other_batches_through(batch):
+    assert next(DataLoaderIterator([batch])) is batch
+
+
 @pytest.mark.parametrize('shuffle', [True, False])
 def test_dataloader_iterator_resume_at_every_position(shuffle):
     def run(it, k):

@@ -48,7 +48,11 @@ class Classifier(torch.nn.Module):
         self.y = self.loss = self.accuracy = None
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        if isinstance(self.label_key, int):
+        label_key = self.label_key
+        if label_key == -1 and args and type(label_key) is int:   # the default, the last input
+            t = args[-1]
+            args = args[:-1]
+        elif isinstance(label_key, int):
             if not args:
                 raise TypeError('Classifier: no positional input to take the label from')
             k = self.label_key % len(args)   # (IndexError below if out of range, as pop)
