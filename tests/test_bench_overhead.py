@@ -20,6 +20,7 @@ import _bench_own  # noqa: E402
 import _bench_peers  # noqa: E402
 import _bench_pieces  # noqa: E402
 import _bench_sync  # noqa: E402
+import bench_path_sgd  # noqa: E402
 
 TINY = ['--rounds', '1', '--iterations', '20', '--cnn-iterations', '4', '--snapshot-every', '10',
         '--path-sgd-steps', '1', '--loader-batches', '5']
@@ -71,7 +72,7 @@ def test_tiny_run_prints_every_section_and_checks_weights(capsys, monkeypatch):
         assert all(weights == '== hand' for _, _, weights in list(table.values())[1:])
         assert all(us > 0 for us, _, _ in table.values())
     assert out.count('SerialIterator + concat_examples') == 2
-    assert 'ratio path_sgd/sgd per step:' in out and 'load average at end' in out
+    assert 'ratio path_sgd/sgd per step (median of pairs):' in out and 'load average at end' in out
 
 
 def test_pieces_end_with_the_hand_loops_weights(capsys):
@@ -167,6 +168,21 @@ def test_measure_pairs_every_contestant_with_a_hand_run(monkeypatch):
     assert {name: r['ratio'] for name, r in result.items()} == pytest.approx(
         {'hand': 1.0, 'cheap': 1.01, 'costly': 1.5})
     assert all(r['differ'] is None for r in result.values())
+
+
+def test_path_sgd_steps_are_paired_and_timed_in_turn():
+    calls = []
+
+    def timer():   # every reading one second later: each step takes 2 s, its opt.step() 1 s
+        calls.append(None)
+        return float(len(calls))
+    med = bench_path_sgd.measure(steps=3, rounds=2, timer=timer)
+    assert len(calls) == 2 * (1 + 3) * 2 * 3   # rounds x (warm-up + pairs) x 2 steps x 3 reads
+    assert med['sgd'] == med['path_sgd'] == {'step': 2.0, 'opt': 1.0}
+    assert med['ratio'] == {'step': 1.0}
+    lines = bench_path_sgd.report(med, 3, 2)
+    assert lines[-1] == '  ratio path_sgd/sgd per step (median of pairs): 1.000 (target <= 1.3)'
+
 
 
 @pytest.mark.parametrize('iterations, period, first', [
