@@ -68,7 +68,7 @@ def _one_op(model: torch.nn.Module) -> Step:
     return step
 
 
-def _trainer(w: Workload, n: int, s: Settings, classifier: bool, log: bool) -> Run:
+def _trainer(w: Workload, n: int, s: Settings, classifier: bool, extensions: str) -> Run:
     model = w.make_model()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     clock = Clock(opt, n, s.period)
@@ -76,8 +76,13 @@ def _trainer(w: Workload, n: int, s: Settings, classifier: bool, log: bool) -> R
     updater = StandardUpdater(iterator, opt, Classifier(model, accfun=None)) if classifier \
         else StandardUpdater(iterator, opt, loss_func=_plain(model))
     trainer = Trainer(updater, (n, 'iteration'), out=tempfile.mkdtemp(dir=s.tmp))
-    if log:
+    if 'L' in extensions:
         trainer.extend(E.LogReport(trigger=(LOG_EVERY, 'iteration'), filename=None))
+    if 'P' in extensions:
+        trainer.extend(E.PrintReport(['epoch', 'iteration', 'main/loss', 'elapsed_time'],
+                                     out=s.sink))
+    if 'B' in extensions:
+        trainer.extend(E.ProgressBar(out=s.sink))
     trainer.run()
     return finish(clock, model)
 
@@ -90,9 +95,11 @@ def piece_contestants() -> Dict[str, Contestant]:
         'hand+one-op': _hand_with(_one_op),
         'hand+classifier': _hand_with(lambda model: Classifier(model, accfun=None)),
         'hand+iterator': _hand_with(_plain, loader=True),
-        'trainer-loss_func': lambda w, n, s: _trainer(w, n, s, classifier=False, log=False),
-        'trainer-bare': lambda w, n, s: _trainer(w, n, s, classifier=True, log=False),
-        '+LogReport': lambda w, n, s: _trainer(w, n, s, classifier=True, log=True),
+        'trainer-loss_func': lambda w, n, s: _trainer(w, n, s, classifier=False, extensions=''),
+        'trainer-bare': lambda w, n, s: _trainer(w, n, s, classifier=True, extensions=''),
+        '+LogReport': lambda w, n, s: _trainer(w, n, s, classifier=True, extensions='L'),
+        '+PrintReport': lambda w, n, s: _trainer(w, n, s, classifier=True, extensions='LP'),
+        '+ProgressBar': lambda w, n, s: _trainer(w, n, s, classifier=True, extensions='LPB'),
     }
 
 
@@ -105,4 +112,6 @@ DESCRIPTIONS = {
     'trainer-loss_func': 'Trainer + StandardUpdater(loss_func=), nothing reported',
     'trainer-bare': 'the same with Classifier: (c) bare',
     '+LogReport': 'the same + LogReport every 50, no file',
+    '+PrintReport': 'the same + PrintReport (to the null sink)',
+    '+ProgressBar': 'the same + ProgressBar (to the null sink): (d) without the log file',
 }
