@@ -69,6 +69,8 @@ def _one_op(model: torch.nn.Module) -> Step:
 
 
 def _trainer(w: Workload, n: int, s: Settings, classifier: bool, extensions: str) -> Run:
+    """Trainer + StandardUpdater (a Classifier, or ``loss_func``) with the extensions named by
+    the letters of ``extensions``: L LogReport, P PrintReport, B ProgressBar."""
     model = w.make_model()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     clock = Clock(opt, n, s.period)

@@ -48,22 +48,18 @@ class Classifier(torch.nn.Module):
         self.y = self.loss = self.accuracy = None
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        label_key = self.label_key
-        if type(label_key) is int and label_key == -1 and args:   # the default: the last input
-            t = args[-1]
-            args = args[:-1]
-        elif isinstance(label_key, int):
+        if isinstance(self.label_key, int):
             if not args:
                 raise TypeError('Classifier: no positional input to take the label from')
-            k = label_key % len(args)   # (IndexError below if out of range, as pop)
-            t = args[label_key]
+            k = self.label_key % len(args)   # (IndexError below if out of range, as pop)
+            t = args[self.label_key]
             args = args[:k] + args[k + 1:]
         else:
-            if label_key not in kwargs:
-                raise TypeError(f'Classifier: label key {label_key!r} not in the inputs '
+            if self.label_key not in kwargs:
+                raise TypeError(f'Classifier: label key {self.label_key!r} not in the inputs '
                                 f'{sorted(kwargs)}')
             kwargs = dict(kwargs)
-            t = kwargs.pop(label_key)
+            t = kwargs.pop(self.label_key)
         # _modules and __dict__ directly: nn.Module's __getattr__/__setattr__ are slow
         y = self._modules['predictor'](*args, **kwargs)
         loss = self.lossfun(y, t)

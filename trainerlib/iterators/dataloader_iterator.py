@@ -16,20 +16,13 @@ def _as_collated(batch: Any) -> Any:
     ``default_collate`` turns tuple examples into a *list* of columns, which would
     otherwise be taken for a list of examples and stacked together.
     """
-    if isinstance(batch, (tuple, list)):
-        arrays = tuple(batch) if isinstance(batch, list) else batch
-        if not arrays:
-            return batch
-        first = arrays[0]
-        tensors = True
-        for a in arrays:   # (a loop: all() over a generator costs more for two columns)
-            if not isinstance(a, torch.Tensor):
-                tensors = False
-                break
-    elif isinstance(batch, dict) and batch:
-        arrays, first, tensors = batch, next(iter(batch.values())), False
-    elif isinstance(batch, torch.Tensor):
-        arrays, first, tensors = batch, batch, False
+    arrays = tuple(batch) if isinstance(batch, list) else batch
+    if isinstance(arrays, tuple) and arrays:
+        first, tensors = arrays[0], all(isinstance(a, torch.Tensor) for a in arrays)
+    elif isinstance(arrays, dict) and arrays:
+        first, tensors = next(iter(arrays.values())), False
+    elif isinstance(arrays, torch.Tensor):
+        first, tensors = arrays, False
     else:
         return batch
     try:  # shape[0]: Tensor.__len__ is a Python function
@@ -90,24 +83,18 @@ class DataLoaderIterator(Iterator):
         self._it = iter(self.loader)
 
     def __next__(self) -> Any:
-        it = self._it
-        if it is None:   # at the start of an epoch
+        if self._it is None:   # at the start of an epoch
             if not self.repeat and self.epoch > 0:
                 raise StopIteration
             self._start_epoch()
-            it = self._it
-        position = self.current_position
-        self._previous_epoch_detail = self.epoch + position / self._epoch_size
-        batch = next(it)
-        position += 1
-        if position == self._epoch_size:
+        self._previous_epoch_detail = self.epoch_detail
+        batch = next(self._it)
+        self.current_position += 1
+        self.is_new_epoch = self.current_position == self._epoch_size
+        if self.is_new_epoch:
             self.epoch += 1
             self.current_position = 0
-            self.is_new_epoch = True
             self._it = None
-        else:
-            self.current_position = position
-            self.is_new_epoch = False
         return _as_collated(batch)
 
     def finalize(self) -> None:
