@@ -10,8 +10,8 @@ from torch import nn
 
 from trainerlib import Trainer
 from trainerlib.iterators import SerialIterator
-from trainerlib.optimizers import (PathSGD, UnsupportedModuleError, path_gammas,
-                                   path_regularizer)
+from trainerlib.optimizers import (GammaFactors, PathSGD, UnsupportedModuleError,
+                                   path_gamma_factors, path_gammas, path_regularizer)
 from trainerlib.updaters import PathSGDUpdater
 
 torch.set_flush_denormal(True)
@@ -135,6 +135,84 @@ def test_gamma_equals_path_enumeration(make, shape, p):
     for name, q in model.named_parameters():
         torch.testing.assert_close(gammas[q], expected[name], rtol=1e-12, atol=1e-12)
     assert path_regularizer(model, shape, p).item() == pytest.approx(phi, rel=1e-12)
+
+
+def autograd_gammas(model, shape, p):
+    """γ_p as ∂ out.sum() / ∂|w|^p of the squared network, every weight through autograd."""
+    squared = copy.deepcopy(model)   # (deepcopy keeps shared weights shared)
+    for m in squared.modules():
+        if isinstance(m, nn.ReLU):
+            m.forward = lambda x: x   # the squared network: ReLU → identity, weights → |w|^p
+    with torch.no_grad():
+        for q in squared.parameters():
+            q.abs_().pow_(p)
+    out = squared(torch.ones(1, *shape, dtype=torch.float64))
+    grads = torch.autograd.grad(out.sum(), list(squared.parameters()))
+    return {q: g.pow(2 / p) for q, g in zip(model.parameters(), grads)}
+
+
+def shared_linear():
+    """One Linear used twice: its γ sums two rank-one terms, so it is not factored."""
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4)
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), lin, nn.ReLU(), lin).double()
+
+
+def linear_over_positions():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)).double()
+
+
+def flattened_mlp():
+    """Its first Linear is fed the all-ones input through Flatten (row sums of |w|^p)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+
+
+@pytest.mark.parametrize('make, shape, p, factored', [
+    (mlp, (3,), 2, [True, True, True]), (mlp, (3,), 3, [True, True, True]),
+    (flattened_mlp, (1, 2, 2), 2, [True, True]), (flattened_mlp, (1, 2, 2), 1, [True, True]),
+    (shared_linear, (3,), 2, [True, False]),            # the shared Linear: its sum of uses
+    (linear_over_positions, (2, 3), 2, [False, True]),  # a Linear applied at 2 positions
+    (cnn, (1, 8, 8), 2, [False, False, True])])
+def test_linear_gammas_are_factored_where_rank_one(make, shape, p, factored):
+    model = make()
+    parts = path_gamma_factors(model, shape, p)
+    expected = autograd_gammas(model, shape, p)
+    weights = [q for name, q in model.named_parameters() if name.endswith('weight')]
+    assert [isinstance(parts[q], GammaFactors) for q in weights] == factored
+    for q, part in parts.items():
+        dense = torch.outer(*part) if isinstance(part, GammaFactors) else part
+        torch.testing.assert_close(dense, expected[q], rtol=1e-12, atol=0)
+        torch.testing.assert_close(path_gammas(model, shape, p)[q], expected[q],
+                                   rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize('make, shape', [(mlp, (3,)), (cnn, (1, 8, 8)),
+                                         (linear_over_positions, (2, 3))])
+@pytest.mark.parametrize('momentum, weight_decay', [(0., 0.), (0.9, 0.01)])
+def test_step_follows_the_update_rule(make, shape, momentum, weight_decay):
+    """Two steps against w ← (1 − ηλ)w − η·buf, buf = μ·buf + g / max(γ, tiny)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, *shape, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 2, (8,), generator=g)
+    model, lr = make(), 0.05
+    ref = copy.deepcopy(model)
+    opt = PathSGD(model, lr, momentum, weight_decay, input_shape=shape)
+    bufs = {}
+    for _ in range(2):
+        train(model, opt, x, t, steps=1)
+        ref.zero_grad()
+        F.cross_entropy(ref(x), t).backward()
+        gammas = autograd_gammas(ref, shape, 2)
+        with torch.no_grad():
+            for name, q in ref.named_parameters():
+                d = q.grad / gammas[q].clamp_min(torch.finfo(q.dtype).tiny)
+                bufs[name] = d if name not in bufs or not momentum else \
+                    momentum * bufs[name] + d
+                q.mul_(1 - lr * weight_decay).sub_(lr * bufs[name])
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 # -- rescaling invariance (Theorem 4.1) ------------------------------------------------------

@@ -1,7 +1,7 @@
 """Optimizers beyond torch.optim: Path-SGD."""
-from trainerlib.optimizers.path_norm import (UnsupportedModuleError, check_supported, path_gammas,
-                                             path_regularizer)
+from trainerlib.optimizers.path_norm import (GammaFactors, UnsupportedModuleError, check_supported,
+                                             path_gamma_factors, path_gammas, path_regularizer)
 from trainerlib.optimizers.path_sgd import PathSGD
 
-__all__ = ['PathSGD', 'UnsupportedModuleError', 'check_supported', 'path_gammas',
-           'path_regularizer']
+__all__ = ['GammaFactors', 'PathSGD', 'UnsupportedModuleError', 'check_supported',
+           'path_gamma_factors', 'path_gammas', 'path_regularizer']

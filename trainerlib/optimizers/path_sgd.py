@@ -1,13 +1,14 @@
 """Path-SGD (Neyshabur, Salakhutdinov & Srebro, NeurIPS 2015) as a torch optimizer."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from trainerlib.models import Classifier
-from trainerlib.optimizers.path_norm import PASS_THROUGH, check_supported, path_gammas
+from trainerlib.optimizers.path_norm import (PASS_THROUGH, GammaFactors, check_supported,
+                                             input_linear, path_gamma_factors, path_gammas,
+                                             scratch_like)
 
 
 class PathSGD(torch.optim.Optimizer):
@@ -29,7 +30,10 @@ class PathSGD(torch.optim.Optimizer):
     γ = 0 means the edge lies on no path of non-zero weight; then the loss does not
     depend on it and its gradient is exactly 0. γ is clamped to the dtype's smallest
     normal number (``finfo.tiny``), so such an edge gets ``0 / tiny = 0``: no step
-    (weight decay still applies), and no NaN.
+    (weight decay still applies), and no NaN. A Linear weight's γ = γ_out ⊗ γ_in is
+    never formed: ``g`` is divided by γ_in, then by γ_out (each clamped to ``tiny``),
+    which costs two passes over the weight where forming, clamping and dividing by γ
+    cost four.
 
     Args:
         model: a ReLU network of Linear/Conv layers (see ``check_supported``; a
@@ -61,7 +65,7 @@ class PathSGD(torch.optim.Optimizer):
         self.p = p
         self.input_shape: Optional[Tuple[int, ...]] = None
         self._hook = None
-        self._scratch: Dict[int, torch.Tensor] = {}   # |w|^p buffers reused across steps
+        self._scratch: Dict[int, torch.Tensor] = {}   # |w|^p, then g / γ_in, in each step
         if input_shape is None:
             input_shape = _linear_input(model)
         if input_shape is not None:
@@ -81,11 +85,17 @@ class PathSGD(torch.optim.Optimizer):
 
     def gammas(self) -> Dict[nn.Parameter, torch.Tensor]:
         """γ_p of every model parameter at the current weights."""
+        return path_gammas(self.model, *self._gamma_args())
+
+    def _gamma_factors(self) -> Dict[nn.Parameter, Union[torch.Tensor, GammaFactors]]:
+        return path_gamma_factors(self.model, *self._gamma_args())
+
+    def _gamma_args(self) -> Tuple[Tuple[int, ...], float, Dict[int, torch.Tensor]]:
         if self.input_shape is None:
             raise RuntimeError('PathSGD does not know the input shape yet: pass '
                                'input_shape=(C, H, W) or (features,), or run a forward of '
                                'the model before step()')
-        return path_gammas(self.model, self.input_shape, self.p, self._scratch)
+        return self.input_shape, self.p, self._scratch
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], torch.Tensor]] = None
@@ -95,25 +105,40 @@ class PathSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        gammas = self.gammas()
+        gammas = self._gamma_factors()
         for group in self.param_groups:
             lr, mom, wd = group['lr'], group['momentum'], group['weight_decay']
             for w in group['params']:
                 if w.grad is None:
                     continue
-                gamma = gammas[w].clamp_min_(torch.finfo(w.dtype).tiny)   # γ = 0 guard
+                num, den = self._divided(w, gammas[w])
                 if wd:
                     w.mul_(1. - lr * wd)
                 if not mom:
-                    w.addcdiv_(w.grad, gamma, value=-lr)
+                    w.addcdiv_(num, den, value=-lr)
                     continue
                 buf = self.state[w].get('momentum_buffer')
                 if buf is None:
-                    buf = self.state[w]['momentum_buffer'] = w.grad / gamma
+                    buf = self.state[w]['momentum_buffer'] = num / den
                 else:
-                    buf.mul_(mom).addcdiv_(w.grad, gamma)
+                    buf.mul_(mom).addcdiv_(num, den)
                 w.add_(buf, alpha=-lr)
         return loss
+
+    def _divided(self, w: torch.Tensor, gamma: Union[torch.Tensor, GammaFactors]
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(num, den)`` with ``num / den`` = g / γ, γ = 0 guarded by ``finfo.tiny``.
+
+        A factored γ = rows ⊗ cols is applied as ``(g / cols) / rows``, each factor
+        guarded on its own, with ``g / cols`` written into the scratch tensor that
+        held |w|^p (free once γ is known): the full γ is never formed, let alone clamped.
+        """
+        tiny = torch.finfo(w.dtype).tiny
+        if isinstance(gamma, torch.Tensor):
+            return w.grad, gamma.clamp_min_(tiny)
+        rows, cols = gamma
+        out = scratch_like(self._scratch, w)
+        return torch.div(w.grad, cols.clamp_min(tiny), out=out), rows.clamp_min(tiny)[:, None]
 
     def state_dict(self) -> Dict[str, Any]:
         """torch's optimizer state plus the (possibly recorded) ``input_shape``."""
@@ -132,9 +157,5 @@ class PathSGD(torch.optim.Optimizer):
 
 def _linear_input(model: nn.Module) -> Optional[Tuple[int]]:
     """``(in_features,)`` if the first layer with weights is a Linear, else None."""
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            return (m.in_features,)
-        if not isinstance(m, (nn.Sequential, Classifier) + PASS_THROUGH + (nn.Flatten,)):
-            return None
-    return None
+    first = input_linear(model, PASS_THROUGH + (nn.Flatten,))
+    return None if first is None else (first.in_features,)
