@@ -10,6 +10,9 @@ feeding an all-ones input gives ``φ_p^p = out.sum()``; since ``φ_p^p`` is affi
 in each ``|w_e|^p``, ``∂ out.sum() / ∂|w_e|^p`` is the inner sum above. Autograd
 of the squared network thus returns it for all edges at once (one forward and one
 backward at batch size 1); a shared (conv) weight gets the sum over its edges.
+For a Linear layer used once the inner sum is ``γ_out(v) · γ_in(u)``: the gradient
+at the layer's output times its input, two vectors that autograd gives without
+forming the outer product (:func:`path_gamma_factors`).
 See ALGORITHMS.md §1.3–1.5.
 """
 from __future__ import annotations
