@@ -2,7 +2,6 @@
 Python value on iterations where nothing is emitted (DESIGN §7)."""
 import io
 
-import pytest
 import torch
 
 import extensions as E

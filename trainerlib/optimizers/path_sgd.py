@@ -6,9 +6,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from trainerlib.optimizers.path_norm import (PASS_THROUGH, GammaFactors, check_supported,
-                                             input_linear, path_gamma_factors, path_gammas,
-                                             scratch_like)
+from trainerlib.optimizers.path_norm import (GammaFactors, check_supported, input_linear,
+                                             path_gamma_factors, path_gammas, scratch_like)
+from trainerlib.optimizers.squared_network import PASS_THROUGH
 
 
 class PathSGD(torch.optim.Optimizer):
