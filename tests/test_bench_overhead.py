@@ -184,7 +184,6 @@ def test_path_sgd_steps_are_paired_and_timed_in_turn():
     assert lines[-1] == '  ratio path_sgd/sgd per step (median of pairs): 1.000 (target <= 1.3)'
 
 
-
 @pytest.mark.parametrize('iterations, period, first', [
     (2, 100, 1), (20, 100, 2), (300, 100, 100), (2000, 100, 200), (2000, 50, 200), (250, 100, 50),
 ])

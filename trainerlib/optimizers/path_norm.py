@@ -88,9 +88,9 @@ def path_gamma_factors(model: nn.Module, input_shape: Sequence[int], p: float = 
         return leaf
 
     first = input_linear(model)
-    net = SquaredNetwork(p, square, taps={},
-                      ones_fed=first if first is not None and id(first.weight) in factorable
-                      else None)
+    if first is not None and id(first.weight) not in factorable:
+        first = None
+    net = SquaredNetwork(p, square, taps={}, ones_fed=first)
     ones = torch.ones(1, *input_shape, dtype=params[0].dtype, device=params[0].device)
     with torch.enable_grad():
         out = net.forward(model, ones)
