@@ -8,6 +8,35 @@ from trainerlib.extension import Extension
 from extensions.log_report import LogReport
 
 
+class LogEntryTrigger:
+    """Fires where a reader's LogReport can have a new entry: at the iterations where
+    the LogReport can emit one, and at the iteration after each (a reader registered
+    before its LogReport sees the entry then, as when it is asked every iteration).
+
+    The Trainer asks it only at those iterations (``next_fire``), so a reader such as
+    :class:`~extensions.PrintReport` is not called in between. When the LogReport's
+    trigger cannot tell its iterations (``'epoch'`` units) or the reader owns its
+    LogReport (which it must feed every iteration), it fires at every iteration.
+    """
+
+    def __init__(self, reader: 'LogReader') -> None:
+        self._reader = reader
+
+    def __call__(self, trainer) -> bool:
+        return True
+
+    def next_fire(self, iteration: int) -> Optional[float]:
+        """The next iteration to ask after ``iteration``; None: ask at every iteration."""
+        reader = self._reader
+        log_report = reader._resolved
+        if log_report is None or reader._owns:
+            return None
+        due = log_report.next_entry(iteration - 1)   # the first emission at or after iteration
+        if due is None:
+            return None
+        return iteration + 1 if due == iteration else due
+
+
 class LogReader(Extension):
     """Finds (or owns) a :class:`LogReport` and hands its entries to a subclass.
 
@@ -45,6 +74,8 @@ class LogReader(Extension):
     def initialize(self, trainer) -> None:
         if self._owns:
             self._log_report.initialize(trainer)
+        else:
+            self.log_report(trainer)   # (its LogEntryTrigger needs it from the start)
 
     def finalize(self, trainer=None) -> None:
         """Finalize an owned LogReport (its file is complete afterwards)."""

@@ -14,7 +14,7 @@ from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.serialization import remove_partial_files
 from trainerlib.summary import DictSummary
 from trainerlib.text_writer import BackgroundTextWriter
-from trainerlib.triggers.schedule import TriggerSchedule
+from trainerlib.triggers.schedule import TriggerSchedule, next_fire
 
 
 def _encode(entry: Dict[str, Any]) -> str:
@@ -78,6 +78,11 @@ class LogReport(Extension):
         iteration = trainer.updater.iteration
         if iteration >= self._schedule.due and self._schedule(trainer, iteration):
             self._emit(trainer)
+
+    def next_entry(self, iteration: int) -> Optional[float]:
+        """The first iteration after ``iteration`` at which an entry can be emitted
+        (``math.inf``: never), or None when its trigger cannot tell (``'epoch'`` units)."""
+        return next_fire(self._trigger, iteration)
 
     def initialize(self, trainer) -> None:
         self._schedule.start(trainer.updater.iteration)

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Sequence, TextIO, Union
 from tqdm import tqdm
 from trainerlib.extension import PRIORITY_READER
 
-from extensions.log_reader import LogReader
+from extensions.log_reader import LogEntryTrigger, LogReader
 from extensions.log_report import LogReport
 
 
@@ -27,7 +27,9 @@ class PrintReport(LogReader):
 
     Columns are ``max(10, len(key))`` characters wide, separated by two spaces,
     numbers in ``g`` format; a key missing from an entry leaves its cell blank
-    (Chainer's layout). The cost per iteration is one ``len(log)`` comparison.
+    (Chainer's layout). Its trigger, a :class:`~extensions.log_reader.LogEntryTrigger`,
+    calls it only where its LogReport can have emitted an entry; a call that finds no
+    new entry costs one ``len(log)`` comparison.
     On a terminal, rows are written through ``tqdm.external_write_mode``, so a
     progress bar on it is cleared and redrawn below them.
 
@@ -43,13 +45,13 @@ class PrintReport(LogReader):
         out: text stream to write to (default ``sys.stdout``).
     """
 
-    trigger = (1, 'iteration')
     priority = PRIORITY_READER
     rank0_only = True
 
     def __init__(self, entries: Sequence[str], log_report: Union[str, LogReport] = 'LogReport',
                  out: TextIO = sys.stdout) -> None:
         super().__init__(log_report)
+        self.trigger = LogEntryTrigger(self)
         self._entries = list(entries)
         self._widths = [max(10, len(key)) for key in self._entries]
         self._out = out

@@ -44,7 +44,9 @@ class ProgressBar(Extension):
     """Shows a tqdm progress bar: iteration, epoch, iterations per second and ETA.
 
     The bar is redrawn every ``update_interval`` iterations, and at most every
-    ``mininterval`` seconds; otherwise a call costs one integer comparison.
+    ``mininterval`` seconds. Its trigger is ``(update_interval, 'iteration')``, so
+    the Trainer does not call it in between; with a finer trigger, a call between
+    redraws costs one integer comparison.
     On a stream that is not a terminal (a log file, ``io.StringIO``), each
     redraw is written as a plain line instead of being overwritten with ``\\r``.
     The bar starts at the current iteration, so a resumed run continues it,
@@ -62,7 +64,6 @@ class ProgressBar(Extension):
             0.1 on a terminal and 10 otherwise.
     """
 
-    trigger = (1, 'iteration')
     priority = PRIORITY_READER
     rank0_only = True
 
@@ -73,6 +74,7 @@ class ProgressBar(Extension):
             raise ValueError(f'update_interval must be >= 1 iteration, got {update_interval!r}')
         self._training_length = training_length
         self._update_interval = int(update_interval)
+        self.trigger = (self._update_interval, 'iteration')
         self._bar_length = bar_length
         self._out = out
         self._tty = bool(getattr(out, 'isatty', lambda: False)())

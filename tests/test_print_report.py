@@ -7,6 +7,7 @@ from tqdm import tqdm
 from torch.utils.data import TensorDataset
 
 import extensions as E
+from trainerlib import triggers as triggers_module
 from trainerlib import Classifier, Trainer
 from trainerlib.iterators import SerialIterator
 from trainerlib.updaters import StandardUpdater
@@ -145,3 +146,50 @@ def test_rows_clear_progress_bars_only_on_a_terminal(monkeypatch, out, clears_ba
     report._print_new([{'epoch': 1}])
     assert out.getvalue().splitlines()[1].strip() == '1'
     assert entered == ([out] if clears_bars else [])
+
+
+class _Rows(io.StringIO):
+    """Records the iteration at which each row was written (header excluded)."""
+
+    def __init__(self, trainer_box):
+        super().__init__()
+        self.at, self._box = [], trainer_box
+
+    def write(self, text):
+        rows = [line for line in text.splitlines() if line and not line.startswith('epoch')]
+        self.at += [self._box[0].updater.iteration] * len(rows)
+        return super().write(text)
+
+
+@pytest.mark.parametrize('log_trigger, order, calls, printed_at', [
+    # LogReport first: each row is printed at the iteration that emits it; PrintReport is
+    # called at each emission and at the iteration after it (nothing new then), never in
+    # between (at the start, iteration 0 is a multiple of 3 too: one call at 1)
+    ((3, 'iteration'), 'log-first', [1, 3, 4, 6, 7, 9, 10, 12], [3, 6, 9, 12]),
+    # registered before its LogReport: each row one iteration later, as when asked every
+    # iteration; the last one (iteration 12, the end) by finalize
+    ((3, 'iteration'), 'print-first', [1, 3, 4, 6, 7, 9, 10, 12], [4, 7, 10, 12]),
+    (triggers_module.ManualScheduleTrigger([2, 5], 'iteration'), 'log-first', [2, 3, 5, 6],
+     [2, 5]),
+    # an 'epoch' trigger cannot say its iterations: asked at every one (4 per epoch)
+    ((1, 'epoch'), 'log-first', list(range(1, 13)), [4, 8, 12]),
+])
+def test_called_only_where_an_entry_can_be_new(tmp_path, log_trigger, order, calls,
+                                               printed_at):
+    box, seen = [], []
+    out = _Rows(box)
+
+    class Counting(E.PrintReport):
+        def __call__(self, trainer):
+            seen.append(trainer.updater.iteration)
+            super().__call__(trainer)
+
+    report = Counting(['epoch', 'iteration'], out=out)
+    log = E.LogReport(trigger=log_trigger, filename=None)
+    ordered = (log, report) if order == 'log-first' else (report, log)
+    trainer = make_trainer(tmp_path, (12, 'iteration'), *ordered)
+    box.append(trainer)
+    trainer.run()
+    assert seen == calls
+    assert out.at == printed_at
+    assert len(log.log) == len(printed_at)

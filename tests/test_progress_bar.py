@@ -102,3 +102,23 @@ def test_batches_per_epoch():
 def test_bad_update_interval():
     with pytest.raises(ValueError, match='update_interval'):
         E.ProgressBar(update_interval=0)
+
+
+@pytest.mark.parametrize('trigger, calls', [
+    (None, [50, 100, 150, 200]),                 # its own trigger: (update_interval, 'iteration')
+    ((1, 'iteration'), list(range(1, 201))),     # a finer one: called every iteration
+])
+def test_called_every_update_interval_with_the_same_lines(tmp_path, trigger, calls):
+    seen = []
+
+    class Counting(E.ProgressBar):
+        def __call__(self, trainer):
+            seen.append(trainer.updater.iteration)
+            super().__call__(trainer)
+
+    out = io.StringIO()
+    trainer = make_trainer(tmp_path, (200, 'iteration'))
+    trainer.extend(Counting(out=out, update_interval=50, mininterval=0), trigger=trigger)
+    trainer.run()
+    assert seen == calls
+    assert counts(out.getvalue()) == [0, 50, 100, 150, 200]

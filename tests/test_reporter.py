@@ -292,6 +292,23 @@ def test_dict_summary_keeps_the_order_of_plain_and_weighted_values():
                                    'x.std': reference.make_statistics()[1]}
 
 
+@pytest.mark.parametrize('values, plain', [
+    ([torch.tensor(1.0), torch.tensor(2.0, dtype=torch.float64)], True),
+    ([1.0, 2.5], True),
+    ([torch.tensor(1.0), 2.0], False),                  # mixed: checked one by one
+    ([torch.tensor(1.0), torch.zeros(2)], False),       # not 0-d
+    ([torch.tensor(True)], False),                      # boolean
+    ([torch.tensor(3)], True),                          # an integer tensor is a scalar
+    ([np.float64(1.0)], False),                         # numpy: checked one by one
+    ([torch.nn.Parameter(torch.tensor(1.0))], False),   # a subclass: checked one by one
+    ([1], False),                                       # int: checked one by one
+])
+def test_all_plain_scalars(values, plain):
+    assert summary_module._all_plain_scalars(values) is plain
+    if plain:   # what the check stands for
+        assert all(summary_module._is_scalar(v) for v in values)
+
+
 def value_stream(kind, n):
     """``n`` (value, weight) pairs of one of several kinds."""
     g = np.random.RandomState(7)

@@ -48,24 +48,29 @@ class Classifier(torch.nn.Module):
         self.y = self.loss = self.accuracy = None
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        if isinstance(self.label_key, int):
+        key = self.label_key
+        if key == -1 and args:   # the usual case: the label comes last
+            t, args = args[-1], args[:-1]
+        elif isinstance(key, int):
             if not args:
                 raise TypeError('Classifier: no positional input to take the label from')
-            k = self.label_key % len(args)   # (IndexError below if out of range, as pop)
-            t = args[self.label_key]
+            k = key % len(args)   # (IndexError below if out of range, as pop)
+            t = args[key]
             args = args[:k] + args[k + 1:]
         else:
-            if self.label_key not in kwargs:
-                raise TypeError(f'Classifier: label key {self.label_key!r} not in the inputs '
+            if key not in kwargs:
+                raise TypeError(f'Classifier: label key {key!r} not in the inputs '
                                 f'{sorted(kwargs)}')
             kwargs = dict(kwargs)
-            t = kwargs.pop(self.label_key)
-        # _modules and __dict__ directly: nn.Module's __getattr__/__setattr__ are slow
-        y = self._modules['predictor'](*args, **kwargs)
-        loss = self.lossfun(y, t)
-        values = {'loss': loss}
-        self.__dict__['y'], self.__dict__['loss'] = y, loss
+            t = kwargs.pop(key)
+        # the instance dict directly: nn.Module's __getattr__/__setattr__ are slow
+        state = self.__dict__
+        y = state['_modules']['predictor'](*args, **kwargs)
+        loss = state['loss'] = self.lossfun(y, t)
+        state['y'] = y
         if self.compute_accuracy:
-            values['accuracy'] = self.__dict__['accuracy'] = self.accfun(y, t)
-        reporter.report(values, self)
+            accuracy = state['accuracy'] = self.accfun(y, t)
+            reporter.report({'loss': loss, 'accuracy': accuracy}, self)
+        else:
+            reporter.report({'loss': loss}, self)
         return loss

@@ -7,7 +7,9 @@ device-side running sums (one kernel, still no sync) to bound memory.
 """
 from __future__ import annotations
 
+import collections
 import numbers
+import operator
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -42,9 +44,17 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, numbers.Real)
 
 
-def _is_plain_scalar(value: Any) -> bool:
-    """A float or a 0-d non-boolean tensor: a scalar that needs no further check."""
-    return type(value) is float or (type(value) is torch.Tensor and _is_scalar(value))
+_NDIM, _DTYPE = operator.attrgetter('ndim'), operator.attrgetter('dtype')
+_TENSORS, _FLOATS = {torch.Tensor}, {float}
+
+
+def _all_plain_scalars(values: List[Any]) -> bool:
+    """Whether ``values`` are all floats or all 0-d non-boolean tensors (scalars that
+    need no further check), checked with loops that run in C."""
+    types = set(map(type, values))
+    if types == _TENSORS:
+        return not any(map(_NDIM, values)) and torch.bool not in set(map(_DTYPE, values))
+    return types == _FLOATS
 
 
 class Summary:
@@ -185,16 +195,13 @@ class DictSummary:
 
     def _absorb(self) -> None:
         added, self._added = self._added, []
-        columns: Dict[str, List[Any]] = {}
+        columns: Dict[str, List[Any]] = collections.defaultdict(list)
         for d in added:
             for key, value in d.items():
-                column = columns.get(key)
-                if column is None:
-                    column = columns[key] = []
-                column.append(value)
+                columns[key].append(value)
         summaries = self._summaries
         for key, values in columns.items():
-            if all(map(_is_plain_scalar, values)):   # the usual case: no weights, no checks
+            if _all_plain_scalars(values):   # the usual case: no weights, no checks
                 summary = summaries.get(key)
                 if summary is None:
                     summary = summaries[key] = Summary()

@@ -1,6 +1,7 @@
 """Drive a ``torch.utils.data.DataLoader`` with Chainer's epoch bookkeeping."""
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Any, Optional
 
@@ -9,6 +10,8 @@ import torch
 from trainerlib.convert import CollatedBatch
 from trainerlib.iterators.iterator import Iterator
 
+_TENSOR_TYPE = itertools.repeat(torch.Tensor)   # isinstance's second argument, for map
+
 
 def _as_collated(batch: Any) -> Any:
     """Wrap a loader's (already collated) batch so that ``concat_examples`` only moves it.
@@ -16,13 +19,16 @@ def _as_collated(batch: Any) -> Any:
     ``default_collate`` turns tuple examples into a *list* of columns, which would
     otherwise be taken for a list of examples and stacked together.
     """
-    arrays = tuple(batch) if isinstance(batch, list) else batch
-    if isinstance(arrays, tuple) and arrays:
-        first, tensors = arrays[0], all(isinstance(a, torch.Tensor) for a in arrays)
-    elif isinstance(arrays, dict) and arrays:
-        first, tensors = next(iter(arrays.values())), False
-    elif isinstance(arrays, torch.Tensor):
-        first, tensors = arrays, False
+    if isinstance(batch, (list, tuple)):   # columns, the usual case (a named tuple stays one)
+        arrays = tuple(batch) if isinstance(batch, list) else batch
+        if not arrays:
+            return batch
+        first = arrays[0]
+        tensors = all(map(isinstance, arrays, _TENSOR_TYPE))   # the loop runs in C
+    elif isinstance(batch, dict) and batch:
+        arrays, first, tensors = batch, next(iter(batch.values())), False
+    elif isinstance(batch, torch.Tensor):
+        arrays, first, tensors = batch, batch, False
     else:
         return batch
     try:  # shape[0]: Tensor.__len__ is a Python function
@@ -83,18 +89,21 @@ class DataLoaderIterator(Iterator):
         self._it = iter(self.loader)
 
     def __next__(self) -> Any:
-        if self._it is None:   # at the start of an epoch
+        it = self._it
+        if it is None:   # at the start of an epoch
             if not self.repeat and self.epoch > 0:
                 raise StopIteration
             self._start_epoch()
-        self._previous_epoch_detail = self.epoch_detail
-        batch = next(self._it)
-        self.current_position += 1
-        self.is_new_epoch = self.current_position == self._epoch_size
-        if self.is_new_epoch:
+            it = self._it
+        position, size = self.current_position, self._epoch_size
+        self._previous_epoch_detail = self.epoch + position / size
+        batch = next(it)
+        position += 1
+        if position == size:
             self.epoch += 1
-            self.current_position = 0
-            self._it = None
+            self.current_position, self.is_new_epoch, self._it = 0, True, None
+        else:
+            self.current_position, self.is_new_epoch = position, False
         return _as_collated(batch)
 
     def finalize(self) -> None:
