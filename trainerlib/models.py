@@ -49,9 +49,7 @@ class Classifier(torch.nn.Module):
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         key = self.label_key
-        if key == -1 and args:   # the usual case: the label comes last
-            t, args = args[-1], args[:-1]
-        elif isinstance(key, int):
+        if isinstance(key, int):
             if not args:
                 raise TypeError('Classifier: no positional input to take the label from')
             k = key % len(args)   # (IndexError below if out of range, as pop)

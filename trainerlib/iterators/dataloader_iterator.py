@@ -89,21 +89,18 @@ class DataLoaderIterator(Iterator):
         self._it = iter(self.loader)
 
     def __next__(self) -> Any:
-        it = self._it
-        if it is None:   # at the start of an epoch
+        if self._it is None:   # at the start of an epoch
             if not self.repeat and self.epoch > 0:
                 raise StopIteration
             self._start_epoch()
-            it = self._it
-        position, size = self.current_position, self._epoch_size
-        self._previous_epoch_detail = self.epoch + position / size
-        batch = next(it)
-        position += 1
-        if position == size:
+        self._previous_epoch_detail = self.epoch_detail
+        batch = next(self._it)
+        self.current_position += 1
+        self.is_new_epoch = self.current_position == self._epoch_size
+        if self.is_new_epoch:
             self.epoch += 1
-            self.current_position, self.is_new_epoch, self._it = 0, True, None
-        else:
-            self.current_position, self.is_new_epoch = position, False
+            self.current_position = 0
+            self._it = None
         return _as_collated(batch)
 
     def finalize(self) -> None:

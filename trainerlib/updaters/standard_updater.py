@@ -94,9 +94,7 @@ class StandardUpdater(Updater):
         """Convert ``batch`` and compute the loss (a scalar tensor) from it."""
         in_arrays = self.converter(batch, self.device)
         loss_func = self._models['main'] if self.loss_func is None else self.loss_func
-        # a tuple (the usual case) is unpacked here, without call_with's call
-        loss = loss_func(*in_arrays) if in_arrays.__class__ is tuple \
-            else call_with(loss_func, in_arrays)
+        loss = call_with(loss_func, in_arrays)
         if not isinstance(loss, torch.Tensor) or loss.ndim:
             raise TypeError('the loss function must return a scalar tensor, got '
                             f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
