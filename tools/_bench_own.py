@@ -33,6 +33,25 @@ def hand(w: Workload, n: int, s: Settings) -> Run:
     return finish(clock, model)
 
 
+def hand_none(w: Workload, n: int, s: Settings) -> Run:
+    """(a) with the gradients cleared by ``p.grad = None`` instead of ``opt.zero_grad()``: what
+    trainerlib's updaters do (``trainerlib.updaters.zero_grad``), so the row shows how much of
+    trainerlib's ratio is that saving."""
+    model = w.make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    clock = Clock(opt, n, s.period)
+    batches, nb = w.batches, len(w.batches)
+    params = list(model.parameters())
+    for i in range(n):
+        x, t = batches[i % nb]
+        for p in params:
+            p.grad = None
+        loss = F.cross_entropy(model(x), t)
+        loss.backward()
+        opt.step()
+    return finish(clock, model)
+
+
 def hand_item(w: Workload, n: int, s: Settings) -> Run:
     """(b) as (a), plus the usual ``running += loss.item()`` and a printed mean every 50."""
     model = w.make_model()
@@ -118,6 +137,7 @@ def own_contestants() -> Dict[str, Contestant]:
     """Name -> contestant, in table order (the first is the reference)."""
     return {
         'hand': hand,
+        'hand-none': hand_none,
         'hand-item': hand_item,
         'hand-full': hand_full,
         'bare': lambda w, n, s: trainerlib_run(w, n, s, 'bare'),
@@ -130,6 +150,7 @@ def own_contestants() -> Dict[str, Contestant]:
 
 DESCRIPTIONS = {
     'hand': '(a) hand loop, no .item()',
+    'hand-none': 'a clearing grads by p.grad = None, not zero_grad()',
     'hand-item': '(b) hand loop, .item() each step, print every 50',
     'hand-full': 'hand + eval + torch.save every N',
     'bare': '(c) Trainer + StandardUpdater',

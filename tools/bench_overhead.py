@@ -3,7 +3,9 @@
 In one process, its timed threads pinned to one CPU (one torch thread, one malloc arena),
 rounds in a shuffled order:
 
-  hand / hand-item / hand-full   (a) the hand loop; (b) with .item() each step; with eval + save
+  hand / hand-none               (a) the hand loop; (a) clearing grads by p.grad = None (as
+                                 trainerlib does) instead of opt.zero_grad()
+  hand-item / hand-full          (b) (a) with .item() each step; (a) with eval + save
   bare / default / ... / full    (c)-(e) trainerlib: no extension; LogReport + PrintReport +
                                  ProgressBar; + snapshot every N; + Evaluator + snapshot every N
   ppe*, ignite*, lightning*      peers, minimal and logging (only if installed: pip install .[bench])

@@ -2,7 +2,8 @@
 from trainerlib.updaters.amp import AmpContext
 from trainerlib.updaters.gan_updater import GANUpdater
 from trainerlib.updaters.grad_utils import (clip_grads, parameters_of, requires_grad,
-                                            skip_all_on_overflow, step_all, zero_grads)
+                                            skip_all_on_overflow, step_all, zero_grad,
+                                            zero_grads)
 from trainerlib.updaters.multi_head_updater import Head, MultiHeadUpdater
 from trainerlib.updaters.path_sgd_updater import PathSGDUpdater
 from trainerlib.updaters.perturbation_updater import MeaningfulPerturbationUpdater
@@ -12,4 +13,4 @@ from trainerlib.updaters.updater import Updater
 __all__ = ['AmpContext', 'GANUpdater', 'Head', 'MeaningfulPerturbationUpdater',
            'MultiHeadUpdater', 'PathSGDUpdater',
            'StandardUpdater', 'Updater', 'clip_grads', 'parameters_of', 'requires_grad',
-           'skip_all_on_overflow', 'step_all', 'zero_grads']
+           'skip_all_on_overflow', 'step_all', 'zero_grad', 'zero_grads']

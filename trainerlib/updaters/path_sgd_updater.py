@@ -7,6 +7,7 @@ import torch
 
 from trainerlib.convert import DeviceLike, concat_examples
 from trainerlib.optimizers import PathSGD
+from trainerlib.updaters.grad_utils import zero_grad
 from trainerlib.updaters.standard_updater import StandardUpdater, call_with
 
 
@@ -39,7 +40,7 @@ class PathSGDUpdater(StandardUpdater):
 
     def update_core(self) -> None:
         optimizer = self.get_optimizer('main')
-        optimizer.zero_grad(set_to_none=True)
+        zero_grad(optimizer)
         batch = self.converter(next(self.get_iterator('main')), self.device)
         loss = call_with(self.loss_func or self.get_model('main'), batch)
         loss.backward()

@@ -26,6 +26,7 @@ from trainerlib import reporter
 from trainerlib.convert import DeviceLike, concat_examples
 from trainerlib.datasets import TupleDataset
 from trainerlib.iterators import SerialIterator
+from trainerlib.updaters.grad_utils import zero_grad
 from trainerlib.updaters.updater import Updater
 
 PERTURBATIONS = ('blur', 'constant', 'noise')
@@ -227,7 +228,7 @@ class MeaningfulPerturbationUpdater(Updater):
     def update_core(self) -> None:
         x, targets = self.converter(next(self._iterators['main']), self.device)
         optimizer = self._optimizers['main']
-        optimizer.zero_grad(set_to_none=True)
+        zero_grad(optimizer)
         x0 = self.reference(x)
         l1, tv, prob = self.loss_terms(x, targets, x0, self.draw_shift())
         per_image = self.l1_weight * l1 + self.tv_weight * tv + prob

@@ -8,7 +8,7 @@ import torch
 from trainerlib import reporter
 from trainerlib.convert import DeviceLike, concat_examples
 from trainerlib.updaters.amp import AmpContext
-from trainerlib.updaters.grad_utils import clip_grads
+from trainerlib.updaters.grad_utils import clip_grads, zero_grad
 from trainerlib.updaters.updater import Updater
 
 
@@ -74,7 +74,7 @@ class StandardUpdater(Updater):
         optimizer = self._optimizers['main']
         # cleared before the forward (as Chainer and the usual loop do), so extensions
         # see this iteration's gradients after the update
-        optimizer.zero_grad(set_to_none=True)
+        zero_grad(optimizer)
         if self.accumulate == 1 and self.amp.dtype is None and \
                 self.clip_grad_norm is None and self.clip_grad_value is None:
             # the plain step, without the pass-throughs (every call counts on small models)
