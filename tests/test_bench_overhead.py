@@ -47,6 +47,11 @@ def rows(out):
     return tables
 
 
+def hand_rows(out):
+    """The description at the end of each table's 'hand' row."""
+    return [line.split('  ')[-1].strip() for line in out.splitlines() if line.startswith('  hand ')]
+
+
 def no_peers(monkeypatch):
     monkeypatch.setattr(_bench_peers, 'missing_peers', lambda: list(_bench_peers.PEERS.values()))
 
@@ -63,6 +68,7 @@ def test_tiny_run_prints_every_section_and_checks_weights(capsys, monkeypatch):
     assert 'missing: pytorch_pfn_extras, ignite, lightning' in out
     tables = rows(out)
     assert list(tables) == ['mlp', 'cnn']
+    assert hand_rows(out) == [_bench_own.DESCRIPTIONS['hand']] * 2
     assert 'mlp: MLP 64-64-10, batch 32; 20 iterations per run, timed from step 2 to 20 with 0 ' \
            'log lines and 1 snapshots/evaluations (every 10) inside' in out
     assert 'with 0 log lines and 0 snapshots/evaluations (every 10) inside -- too few' in out
@@ -79,7 +85,9 @@ def test_pieces_end_with_the_hand_loops_weights(capsys):
     argv = ['--pieces', '--workloads', 'mlp', '--rounds', '1', '--iterations', '20',
             '--path-sgd-steps', '0', '--loader-batches', '0']
     assert bench.main(argv) == 0
-    table = rows(capsys.readouterr().out)['mlp']
+    out = capsys.readouterr().out
+    assert hand_rows(out) == [_bench_pieces.DESCRIPTIONS['hand']]   # the pieces' own reference
+    table = rows(out)['mlp']
     assert list(table) == list(_bench_pieces.piece_contestants())
     assert all(weights == '== hand' for _, _, weights in list(table.values())[1:])
 

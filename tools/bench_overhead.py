@@ -52,8 +52,7 @@ from _bench_common import (LOG_EVERY, Contestant, Run, Settings, Workload,  # no
 from _bench_profile import profile  # noqa: E402
 from _bench_sync import check_sync  # noqa: E402
 
-DESCRIPTIONS = {**_bench_own.DESCRIPTIONS, **_bench_peers.DESCRIPTIONS,
-                **_bench_pieces.DESCRIPTIONS}
+DESCRIPTIONS = {**_bench_own.DESCRIPTIONS, **_bench_peers.DESCRIPTIONS}
 
 
 def cpu_name() -> str:
@@ -136,7 +135,8 @@ def measure(w: Workload, contestants: Dict[str, Contestant], n: int, rounds: int
             for name, rs in runs.items()}
 
 
-def table(w: Workload, n: int, s: Settings, result: Dict[str, Dict[str, object]]) -> List[str]:
+def table(w: Workload, n: int, s: Settings, result: Dict[str, Dict[str, object]],
+          descriptions: Dict[str, str]) -> List[str]:
     first, last = window(n, s.period)
     snaps = events_in_window(n, s.period, s.snapshot_every)
     lines = [f'{w.name}: {w.title}; {n} iterations per run, timed from step {first} to {last} '
@@ -150,7 +150,7 @@ def table(w: Workload, n: int, s: Settings, result: Dict[str, Dict[str, object]]
             '== hand' if r['differ'] is None else f'DIFFER {r["differ"]:.1e}')
         lines.append(f'  {name:17s} {r["us"]:9.1f} {r["ratio"]:6.3f} '
                      f'({r["lo"]:5.3f}-{r["hi"]:5.3f})  {weights:14s} '
-                     f'{DESCRIPTIONS.get(name, "")}')
+                     f'{descriptions.get(name, "")}')
     return lines
 
 
@@ -206,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         lines = check_sync(workloads)
         print('\n'.join(lines))
         return 1 if any(': SYNC' in line or ': ERROR' in line for line in lines) else 0
+    descriptions = _bench_pieces.DESCRIPTIONS if args.pieces else DESCRIPTIONS
     if args.pieces:
         contestants = _bench_pieces.piece_contestants()
     else:
@@ -235,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         for w in workloads:
             n = args.iterations if w.name == 'mlp' else args.cnn_iterations
             result = measure(w, contestants, n, args.rounds, settings)
-            print('\n'.join(table(w, n, settings, result)), flush=True)
+            print('\n'.join(table(w, n, settings, result, descriptions)), flush=True)
             failed |= any(r['differ'] is not None for r in result.values())
     if args.loader_batches:
         for w in workloads:
