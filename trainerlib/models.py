@@ -66,9 +66,8 @@ class Classifier(torch.nn.Module):
         y = state['_modules']['predictor'](*args, **kwargs)
         loss = state['loss'] = self.lossfun(y, t)
         state['y'] = y
+        values = {'loss': loss}
         if self.compute_accuracy:
-            accuracy = state['accuracy'] = self.accfun(y, t)
-            reporter.report({'loss': loss, 'accuracy': accuracy}, self)
-        else:
-            reporter.report({'loss': loss}, self)
+            values['accuracy'] = state['accuracy'] = self.accfun(y, t)
+        reporter.report(values, self)
         return loss

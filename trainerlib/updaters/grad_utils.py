@@ -9,6 +9,8 @@ import torch
 from trainerlib.updaters.amp import AmpContext
 
 Optimizers = Iterable[torch.optim.Optimizer]
+_TORCH_ZERO_GRAD = torch.optim.Optimizer.zero_grad
+_profiler_enabled = torch._C._autograd._profiler_enabled
 
 
 def parameters_of(optimizers: Optimizers) -> List[torch.Tensor]:
@@ -21,10 +23,6 @@ def parameters_of(optimizers: Optimizers) -> List[torch.Tensor]:
                     seen.add(id(p))
                     params.append(p)
     return params
-
-
-_TORCH_ZERO_GRAD = torch.optim.Optimizer.zero_grad
-_profiler_enabled = torch._C._autograd._profiler_enabled
 
 
 def zero_grad(optimizer: torch.optim.Optimizer) -> None:
