@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -28,8 +29,10 @@ import torch.nn.functional as F
 
 import extensions as E
 from trainerlib import Classifier, Trainer, triggers
-from recipes.launcher import Context, check_test_fraction, launch, schema_of, write_json
-from trainerlib.config import Choice, load_config
+from recipes._resume import previous_run
+from recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
+                              schema_of, write_json)
+from trainerlib.config import Choice, Nullable, load_config
 from trainerlib.datasets import get_dataset, split_dataset_random
 from trainerlib.errors import ConfigError, TrainerlibError
 from trainerlib.iterators import SerialIterator
@@ -44,7 +47,7 @@ DEFAULTS: Dict[str, Any] = {
     'seed': 0,              # initial weights and batch order
     'device': 'cpu',        # 'cpu', 'cuda', 'cuda:1', ...
     'data': {
-        'root': None,       # folder with kmnist/ or mnist/ files; None: the shipped copy
+        'root': Nullable(str),  # folder with kmnist/ or mnist/ files; None: the shipped copy
         'test_fraction': 0.2,
         'split_seed': 0,    # the train/test split does not depend on `seed`
     },
@@ -56,8 +59,8 @@ DEFAULTS: Dict[str, Any] = {
         'snapshot_every_epochs': 1,
     },
 }
-# What a resumed run must share with the run it continues (it changes the data).
-RESUME_KEYS = ('dataset', 'data')
+# What a resumed run may change (every other setting must equal the saved config).
+RESUME_MAY_CHANGE = ('device', 'train.epochs', 'train.snapshot_every_epochs')
 
 
 class MLP(nn.Sequential):
@@ -117,6 +120,9 @@ def check_values(cfg: Dict[str, Any]) -> None:
     if not 0 <= train['label_smoothing'] < 1:
         raise ConfigError("config key 'train.label_smoothing' must be in [0, 1), got "
                           f"{train['label_smoothing']}")
+    if cfg['model'] in ('mlp', 'both'):
+        check_batch_norm_batch('train.batch_size', train['batch_size'],
+                               "the MLP's BatchNorm1d layers")
     check_test_fraction(cfg)
 
 
@@ -135,18 +141,35 @@ def load_data(cfg: Dict[str, Any]):
     return train, test, tuple(images.shape[1:]), int(labels.max()) + 1
 
 
-def load_trained(run_dir: str, model: str = 'cnn') -> Tuple[nn.Module, Dict[str, Any]]:
+def train_command(model: str, cfg: Dict[str, Any], out: str) -> str:
+    """The command that trains ``model`` on the data of ``cfg`` into ``out``, or, if ``out``
+    already holds a run (where the command would be refused), into a new directory beside it."""
+    args = [f'--set model={model}', f"--set dataset={cfg['dataset']}"]
+    args += [f'--set data.{key}={cfg["data"][key]}' for key in ('test_fraction', 'split_seed')]
+    if cfg['data'].get('root') is not None:
+        args.append(f"--set data.root={shlex.quote(cfg['data']['root'])}")
+    target, n = out, 1
+    while previous_run(target) or os.path.isfile(os.path.join(target, 'config.yaml')):
+        target, n = f'{out}_{model}{"" if n == 1 else n}', n + 1
+    return f'python -m recipes.classify {" ".join(args)} --out {shlex.quote(target)}'
+
+
+def load_trained(run_dir: str, model: str = 'cnn',
+                 wanted: Optional[Dict[str, Any]] = None) -> Tuple[nn.Module, Dict[str, Any]]:
     """The best predictor of a classify run (``run_dir/<model>/best_model.pt``) and its config.
 
     The predictor is in eval mode and returns logits. Raises :class:`TrainerlibError`
-    (with the fix) when ``run_dir`` is not a finished classify run of that model.
+    (with the fix) when ``run_dir`` is not a finished classify run of that model; the
+    suggested command trains one on the data of ``wanted`` (a config with ``dataset`` and
+    ``data``; default: classify's defaults).
     """
     config_path = os.path.join(run_dir, 'config.yaml')
     weights = os.path.join(run_dir, model, 'best_model.pt')
     if not os.path.isfile(config_path) or not os.path.isfile(weights):
+        wanted = wanted or load_config(None, schema_of(sys.modules[__name__]))
         raise TrainerlibError(f'{run_dir!r} holds no trained {model} (expected config.yaml and '
-                              f'{model}/best_model.pt); train one with: python -m recipes.classify '
-                              f'--set model={model} --out {run_dir}')
+                              f'{model}/best_model.pt); train one with: '
+                              f'{train_command(model, wanted, run_dir)}')
     cfg = load_config(config_path, schema_of(sys.modules[__name__]))
     _, _, image_shape, n_classes = load_data(cfg)
     predictor = build_predictor(model, image_shape, n_classes)

@@ -30,10 +30,10 @@ import extensions as E
 from recipes import classify
 from recipes._dcgan_nets import Discriminator, Generator, dcgan_init, init_output_bias
 from recipes._dcgan_quality import Judge, quality_report
-from recipes.launcher import (Context, check_test_fraction, launch, schema_of, torch_threads,
-                              write_json)
+from recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
+                              schema_of, torch_threads, write_json)
 from trainerlib import Trainer, triggers
-from trainerlib.config import Choice, load_config
+from trainerlib.config import Choice, Nullable, load_config
 from trainerlib.convert import concat_examples
 from trainerlib.datasets import TupleDataset, get_dataset, split_dataset_random
 from trainerlib.errors import ConfigError, TrainerlibError
@@ -49,7 +49,7 @@ DEFAULTS: Dict[str, Any] = {
     'device': 'cpu',
     'threads': 1,           # torch CPU threads while training (0: leave torch's setting)
     'data': {
-        'root': None,       # mnist/kmnist folder (None: shipped copy); emnist: torchvision root
+        'root': Nullable(str),  # mnist/kmnist folder (None: shipped copy); emnist: torchvision root
         'test_fraction': 0.2,   # offline sets: held-out part (as recipes.classify)
         'split_seed': 0,
         'emnist_split': Choice('balanced', 'letters', 'digits', 'mnist', 'bymerge', 'byclass'),
@@ -68,14 +68,16 @@ DEFAULTS: Dict[str, Any] = {
         'plot_every': 25,   # iterations per point of loss.png
     },
     'quality': {
-        'classifier': None,         # a classify run dir (its cnn/best_model.pt); None: train one
+        'classifier': Nullable(str),  # a classify run dir (its cnn/best_model.pt); None: train one
         'classifier_epochs': 3,     # when trained here
         'n_samples': 1000,
         'every_epoch': True,        # report quality/* into the log each epoch
         'target_mean_max_prob': 0.8,
     },
 }
-RESUME_KEYS = ('dataset', 'data', 'model', 'quality')
+# What a resumed run may change (every other setting must equal the saved config).
+RESUME_MAY_CHANGE = ('device', 'threads', 'train.epochs', 'train.snapshot_every_epochs',
+                     'train.plot_every')
 METRICS = ('mean_max_prob', 'classes_covered', 'classifier_score', 'frechet_distance')
 
 
@@ -90,6 +92,8 @@ def check_values(cfg: Dict[str, Any]) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f'config key {key!r} must be an integer >= 1, got {value}')
+    check_batch_norm_batch('train.batch_size', cfg['train']['batch_size'],
+                           "the generator's BatchNorm1d layers")
     if cfg['quality']['n_samples'] < 2:
         raise ConfigError("config key 'quality.n_samples' must be >= 2 (a covariance needs two), "
                           f"got {cfg['quality']['n_samples']}")
@@ -132,15 +136,16 @@ def load_data(cfg: Dict[str, Any]) -> Dict[str, Any]:
     predictor = None
     path = cfg['quality']['classifier']
     if path is not None:
-        predictor, saved = classify.load_trained(os.path.expanduser(path), 'cnn')
+        predictor, saved = classify.load_trained(os.path.expanduser(path), 'cnn', ccfg)
         theirs = (saved['dataset'], saved['data']['test_fraction'], saved['data']['split_seed'])
         ours = (cfg['dataset'], cfg['data']['test_fraction'], cfg['data']['split_seed'])
         if theirs != ours:
+            command = classify.train_command('cnn', ccfg, os.path.expanduser(path))
             raise ConfigError(
                 f'quality.classifier {path!r} was trained on dataset/test_fraction/split_seed '
-                f'{theirs} but this run uses {ours}; train a matching one (python -m '
-                f'recipes.classify --set model=cnn --set dataset={cfg["dataset"]} --out DIR) '
-                'or set quality.classifier=null to train it here')
+                f'{theirs} but this run uses {ours}; train a matching one ({command}) and '
+                'pass its --out as quality.classifier, or set quality.classifier=null to '
+                'train it here')
     return {'gan_train': TupleDataset(x, y), 'classifier_data': cdata, 'ccfg': ccfg,
             'predictor': predictor, 'classes': sorted(set(y.tolist())),
             'image_shape': image_shape, 'n_classes': n_classes}

@@ -33,9 +33,10 @@ import torch
 import extensions as E
 from recipes import classify
 from recipes._explain_output import save_pictures
-from recipes.launcher import Context, check_test_fraction, launch, write_json
+from recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
+                              write_json)
 from trainerlib import Trainer, triggers
-from trainerlib.config import Choice, save_config
+from trainerlib.config import Choice, Nullable, save_config
 from trainerlib.convert import concat_examples
 from trainerlib.errors import ConfigError
 from trainerlib.serialization import save_state
@@ -47,9 +48,9 @@ DEFAULTS: Dict[str, Any] = {
     'dataset': Choice('mnist-test', 'kmnist-test', 'digits'),
     'seed': 0,              # classifier init and batch order; jitter and noise of the masks
     'device': 'cpu',
-    'data': {'root': None, 'test_fraction': 0.2, 'split_seed': 0},   # as in classify
+    'data': {'root': Nullable(str), 'test_fraction': 0.2, 'split_seed': 0},   # as in classify
     'classifier': {
-        'run': None,        # a classify run directory to explain; null: train one in out/classifier
+        'run': Nullable(str),   # a classify run directory to explain; null: train one here
         'model': Choice('cnn', 'mlp'),
         'overconfident': 0.99,   # p_c of a saturated image (circle init, warning)
         'train': {'epochs': 2, 'batch_size': 64, 'lr': 0.001, 'label_smoothing': 0.1,
@@ -74,7 +75,9 @@ DEFAULTS: Dict[str, Any] = {
         'snapshot_every': 50,
     },
 }
-RESUME_KEYS = ('dataset', 'data', 'classifier')
+# What a resumed run may change (every other setting must equal the saved config).
+RESUME_MAY_CHANGE = ('device', 'explain.iterations', 'explain.log_every',
+                     'explain.snapshot_every')
 
 
 def check_values(cfg: Dict[str, Any]) -> None:
@@ -94,9 +97,6 @@ def check_values(cfg: Dict[str, Any]) -> None:
     if not 0 < cl['overconfident'] <= 1:
         raise ConfigError("config key 'classifier.overconfident' must be in (0, 1], got "
                           f"{cl['overconfident']}")
-    if cl['run'] is not None and not isinstance(cl['run'], str):
-        raise ConfigError("config key 'classifier.run' expects a classify run directory or "
-                          f"null, got {cl['run']!r}")
     train = cl['train']
     for key in ('epochs', 'batch_size', 'snapshot_every_epochs'):
         if train[key] < 1:
@@ -107,6 +107,9 @@ def check_values(cfg: Dict[str, Any]) -> None:
     if not 0 <= train['label_smoothing'] < 1:
         raise ConfigError("config key 'classifier.train.label_smoothing' must be in [0, 1), "
                           f"got {train['label_smoothing']}")
+    if cl['run'] is None and cl['model'] == 'mlp':
+        check_batch_norm_batch('classifier.train.batch_size', train['batch_size'],
+                               "the MLP's BatchNorm1d layers")
     check_test_fraction(cfg)
 
 
@@ -122,12 +125,14 @@ def load_data(cfg: Dict[str, Any]) -> Dict[str, Any]:
     run_dir, model = cfg['classifier']['run'], cfg['classifier']['model']
     predictor = None
     if run_dir is not None:
-        predictor, trained = classify.load_trained(run_dir, model)
+        predictor, trained = classify.load_trained(run_dir, model, cfg)
         for key in ('dataset', 'data'):
             if trained[key] != cfg[key]:
                 raise ConfigError(f'classifier.run {run_dir!r} was trained with {key} = '
                                   f'{trained[key]!r} but this config has {cfg[key]!r}; set the '
-                                  f'same {key} so that the images explained are its test split')
+                                  f'same {key} so that the images explained are its test split, '
+                                  f'or train a matching one with: '
+                                  f'{classify.train_command(model, cfg, run_dir)}')
     train, test, image_shape, n_classes = classify.load_data(cfg)
     side = min(image_shape[1:])
     if cfg['explain']['mask_size'] > side:

@@ -27,7 +27,7 @@ from recipes._init_study_net import INITS, PlainMLP, signal_stats
 from recipes._init_study_plot import plot_study
 from recipes.launcher import Context, check_test_fraction, launch, torch_threads
 from trainerlib import Classifier, Trainer, triggers
-from trainerlib.config import Choice
+from trainerlib.config import Choice, Nullable
 from trainerlib.datasets import TupleDataset, get_dataset
 from trainerlib.errors import ConfigError, TrainerlibError
 from trainerlib.iterators import SerialIterator
@@ -44,7 +44,7 @@ DEFAULTS: Dict[str, Any] = {
     'device': 'cpu',
     'threads': 1,           # torch CPU threads during the run (0: torch's default); see run()
     'data': {
-        'root': None,       # folder with mnist/ or kmnist/ files; None: the shipped copy
+        'root': Nullable(str),  # folder with mnist/ or kmnist/ files; None: the shipped copy
         'test_fraction': 0.2,
         'split_seed': 0,
         'standardize': Choice('feature', 'global', 'none'),
@@ -67,9 +67,10 @@ DEFAULTS: Dict[str, Any] = {
     },
     'stats': {'samples': 512},  # training examples for the signal statistics at init
 }
-# What a resumed run must share with the run it continues: the data, the nets (their shapes
-# and, through the seed, the initial weights whose statistics the summary reports).
-RESUME_KEYS = ('dataset', 'data', 'model', 'seed')
+# What a resumed run may change (every other setting must equal the saved config: the
+# data, the nets and, through the seed, the initial weights whose statistics it reports).
+RESUME_MAY_CHANGE = ('device', 'threads', 'train.steps', 'train.log_every',
+                     'train.eval_every', 'train.snapshot_every')
 
 
 def check_values(cfg: Dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 A recipe module defines ``NAME``, ``DEFAULTS`` (the config schema, see
 :mod:`trainerlib.config`), optionally ``check_values(cfg)`` (range checks) and
-``RESUME_KEYS`` (settings a resumed run must share with the run it continues), and
+``RESUME_MAY_CHANGE`` (the settings a resumed run may change: every other one must equal
+the saved config, see :mod:`recipes._resume`), and
 optionally ``load_data(cfg)`` (run before anything is written; its result is
 ``ctx.data``), and ``run(cfg, ctx) -> dict`` which trains and returns the headline numbers. Its
 ``main(argv)`` is ``launch(module, argv)``::
@@ -25,19 +26,23 @@ import json
 import os
 import sys
 from types import ModuleType
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 import yaml
 
+from recipes._resume import check_resume, previous_run
 from trainerlib.cli import run_cli
 from trainerlib.config import Choice, load_config, save_config
 from trainerlib.errors import ConfigError, OutputDirError
 from trainerlib.preemption import Preempted
 from trainerlib.serialization import atomic_open
+from trainerlib.strict_json import strict_record
 
-RUN_FILES = ('config.yaml', 'log', 'summary.json')
-"""A directory holding one of these (or a ``snapshot_*`` file) holds a run."""
+SEED_RANGE = (0, 2 ** 64 - 1)
+"""What ``torch.manual_seed`` and ``torch.Generator.manual_seed`` accept."""
+TRAINING_DEVICES = ('cpu', 'cuda', 'mps')
+
 
 
 @dataclasses.dataclass
@@ -69,16 +74,37 @@ def flat_keys(schema: Dict[str, Any], prefix: str = '') -> List[str]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``torch.device(name)``, or a :class:`ConfigError` naming the fix."""
+    """``torch.device(name)`` for a device that can train here, or a :class:`ConfigError`."""
     try:
         device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"config key 'device' expects a torch device such as 'cpu' or "
-                          f"'cuda', got {name!r}") from None
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in TRAINING_DEVICES:
+        raise ConfigError(f"config key 'device' expects a device that can train: 'cpu', "
+                          f"'cuda', 'cuda:N' or 'mps'; got {name!r}")
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ConfigError(f'device {name!r} was asked for but CUDA is not available here; '
                           'use --device cpu')
+    if device.type == 'cuda' and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        raise ConfigError(f'device {name!r} does not exist: this machine has '
+                          f'{torch.cuda.device_count()} CUDA device(s); use cuda:0 or --device cpu')
+    if device.type == 'mps' and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} was asked for but MPS is not available here; "
+                          'use --device cpu')
     return device
+
+
+def check_seeds(cfg: Dict[str, Any], prefix: str = '') -> None:
+    """Every ``seed`` / ``*_seed`` setting must be an integer torch accepts as a seed."""
+    low, high = SEED_RANGE
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            check_seeds(value, f'{prefix}{key}.')
+        elif (key == 'seed' or key.endswith('_seed')) and isinstance(value, int) \
+                and not low <= value <= high:
+            raise ConfigError(f'config key {prefix + key!r} must be an integer from {low} to '
+                              f'2**64 - 1 (what torch accepts as a seed), got {value}')
 
 
 @contextlib.contextmanager
@@ -101,60 +127,29 @@ def check_test_fraction(cfg: Dict[str, Any]) -> None:
                           f'(exclusive), got {fraction}')
 
 
+def check_batch_norm_batch(key: str, batch_size: int, what: str) -> None:
+    """A training batch through BatchNorm layers needs at least two examples."""
+    if batch_size < 2:
+        raise ConfigError(f'config key {key!r} must be >= 2 here: {what} cannot train on a '
+                          f'batch of {batch_size} example (a batch has no variance); got '
+                          f'{batch_size}')
+
+
 def write_json(obj: Any, path: str) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented, strict JSON, atomically.
+
+    A NaN or infinite float is written as ``null`` and listed, with what it was, in a
+    top-level ``non_finite`` field (``{"models.mlp.test_loss": "nan"}``).
+    """
+    record = strict_record(obj) if isinstance(obj, dict) else obj
     with atomic_open(path, 'w', durable=False) as f:
-        json.dump(obj, f, indent=2)
+        json.dump(record, f, indent=2, allow_nan=False)
         f.write('\n')
 
 
 def schema_of(recipe: ModuleType) -> Dict[str, Any]:
     """The recipe's schema with the ``recipe`` key (its name) that every config carries."""
     return {'recipe': Choice(recipe.NAME), **recipe.DEFAULTS}
-
-
-def previous_run(out: str) -> List[str]:
-    """Files of a run found in ``out`` or its subdirectories (one level), sorted."""
-    found = []
-    for folder in (out, *(os.path.join(out, d) for d in _subdirs(out))):
-        for name in _listdir(folder):
-            if name in RUN_FILES or name.startswith('snapshot_'):
-                found.append(os.path.relpath(os.path.join(folder, name), out))
-    return sorted(found)
-
-
-def _listdir(folder: str) -> List[str]:
-    try:
-        return os.listdir(folder)
-    except OSError:
-        return []
-
-
-def _subdirs(folder: str) -> List[str]:
-    return [d for d in _listdir(folder) if os.path.isdir(os.path.join(folder, d))]
-
-
-def check_resume(out: str, cfg: Dict[str, Any], keys: Sequence[str]) -> None:
-    """Refuse to resume a run of another recipe, or one made with other ``keys``."""
-    path = os.path.join(out, 'config.yaml')
-    if not os.path.isfile(path):
-        return
-    try:
-        with open(path, encoding='utf-8') as f:
-            saved = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f'--resume: cannot read the saved config {path}: {e}') from None
-    if not isinstance(saved, dict):
-        raise ConfigError(f'--resume: the saved config {path} is not a mapping; '
-                          'choose another --out')
-    if saved.get('recipe') != cfg['recipe']:
-        raise ConfigError(f"--resume: {out} holds a run of recipe {saved.get('recipe')!r}, "
-                          f"not {cfg['recipe']!r}; choose another --out")
-    for key in keys:
-        if key in saved and saved[key] != cfg[key]:
-            raise ConfigError(f'--resume: {key!r} is {cfg[key]!r} but the run in {out} used '
-                              f'{saved[key]!r}; resume with the same {key}, or choose another '
-                              '--out')
 
 
 def parse_args(recipe: ModuleType, argv: Optional[List[str]]) -> argparse.Namespace:
@@ -186,11 +181,14 @@ def prepare(recipe: ModuleType, args: argparse.Namespace) -> Dict[str, Any]:
                 raise ConfigError(f'--{key}: recipe {recipe.NAME!r} has no {key!r} setting')
             overrides.append(f'{key}={getattr(args, key)}')
     cfg = load_config(args.config, schema_of(recipe), overrides)
+    check_seeds(cfg)
+    if 'device' in cfg:
+        resolve_device(cfg['device'])
     check = getattr(recipe, 'check_values', None)
     if check is not None:
         check(cfg)
     if args.resume:
-        check_resume(args.out, cfg, getattr(recipe, 'RESUME_KEYS', ()))
+        check_resume(args.out, cfg, getattr(recipe, 'RESUME_MAY_CHANGE', ('device',)))
     else:
         previous = previous_run(args.out)
         if previous:
@@ -206,7 +204,9 @@ def execute(recipe: ModuleType, args: argparse.Namespace) -> int:
     data = load_data(cfg) if load_data is not None else None
     try:
         os.makedirs(args.out, exist_ok=True)
-        save_config(cfg, os.path.join(args.out, 'config.yaml'))
+        path = os.path.join(args.out, 'config.yaml')
+        if not (args.resume and _same_config(path, cfg)):  # a refused resume changes nothing
+            save_config(cfg, path)
     except OSError as e:
         raise OutputDirError(f'cannot write to the output directory {args.out!r}: '
                              f'{e.strerror or e}; choose a writable --out') from None
@@ -215,6 +215,14 @@ def execute(recipe: ModuleType, args: argparse.Namespace) -> int:
     write_json(summary, path)
     print(f'summary -> {path}')
     return 0
+
+
+def _same_config(path: str, cfg: Dict[str, Any]) -> bool:
+    try:
+        with open(path, encoding='utf-8') as f:
+            return yaml.safe_load(f) == cfg
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
 
 
 def launch(recipe: ModuleType, argv: Optional[List[str]] = None) -> int:

@@ -32,7 +32,7 @@ from extensions.plot_report import new_figure
 from recipes._multi_head_data import Composites, build_composites
 from recipes.launcher import Context, check_test_fraction, launch
 from trainerlib import Trainer, reporter, triggers
-from trainerlib.config import Choice
+from trainerlib.config import Choice, Nullable
 from trainerlib.datasets import get_dataset
 from trainerlib.errors import ConfigError, TrainerlibError
 from trainerlib.iterators import SerialIterator
@@ -46,7 +46,7 @@ DEFAULTS: Dict[str, Any] = {
     'seed': 0,               # initial weights and batch order
     'device': 'cpu',         # 'cpu', 'cuda', 'cuda:1', ...
     'data': {
-        'root': None,        # folder with mnist/ or kmnist/ files; None: the shipped copy
+        'root': Nullable(str),   # folder with mnist/ or kmnist/ files; None: the shipped copy
         'test_fraction': 0.2,  # of the source images; test composites use only these
         'split_seed': 0,     # the source split and the composites do not depend on `seed`
         'positions': 3,      # source images side by side in one composite (2..5)
@@ -70,8 +70,8 @@ DEFAULTS: Dict[str, Any] = {
         'snapshot_every_epochs': 1,
     },
 }
-# What a resumed run must share with the run it continues (data, shapes, heads).
-RESUME_KEYS = ('dataset', 'data', 'model', 'heads')
+# What a resumed run may change (every other setting must equal the saved config).
+RESUME_MAY_CHANGE = ('device', 'train.epochs', 'train.snapshot_every_epochs')
 
 
 class Trunk(nn.Sequential):

@@ -32,7 +32,7 @@ from recipes import _path_sgd_report as report
 from recipes._path_sgd_nets import INITS, OPTIMIZERS, build_mlp, make_optimizer, unbalance
 from recipes.launcher import Context, launch, torch_threads, write_json
 from trainerlib import Classifier, Trainer, triggers
-from trainerlib.config import Choice
+from trainerlib.config import Choice, Nullable
 from trainerlib.datasets import TupleDataset, get_dataset
 from trainerlib.errors import ConfigError, NonFiniteError, TrainerlibError
 from trainerlib.iterators import SerialIterator
@@ -46,7 +46,7 @@ DEFAULTS: Dict[str, Any] = {
     'threads': 1,           # torch CPU threads (0: torch's default); the nets are small
     'dtype': Choice('float32', 'float64'),   # float64: Path-SGD's two curves agree to ~1e-15
     'data': {
-        'root': None,       # folder with mnist/ or kmnist/ files; None: the shipped copy
+        'root': Nullable(str),  # folder with mnist/ or kmnist/ files; None: the shipped copy
         'test_fraction': 0.2,
         'split_seed': 0,
     },
@@ -61,8 +61,9 @@ DEFAULTS: Dict[str, Any] = {
     'grid': {'inits': list(INITS), 'optimizers': list(OPTIMIZERS)},
     'train': {'epochs': 10, 'batch_size': 100, 'snapshot_every_epochs': 1},
 }
-# A resumed grid must be the same experiment (the cells are compared with each other).
-RESUME_KEYS = ('dataset', 'data', 'dtype', 'seed', 'model', 'unbalance', 'lr')
+# What a resumed grid may change (every other setting must equal the saved config: the
+# cells are compared with each other); new cells may be added to the grid.
+RESUME_MAY_CHANGE = ('device', 'threads', 'grid', 'train.epochs', 'train.snapshot_every_epochs')
 
 
 def check_values(cfg: Dict[str, Any]) -> None:

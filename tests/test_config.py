@@ -119,10 +119,11 @@ def test_file_errors(tmp_path, text, fragments):
         assert fragment in message
 
 
-@pytest.mark.parametrize('name', ['missing.yaml', '.'])
-def test_missing_file(tmp_path, name):
+@pytest.mark.parametrize('name, fragment', [('missing.yaml', 'not found'),
+                                            ('.', 'is a directory; pass a YAML file')])
+def test_missing_file(tmp_path, name, fragment):
     path = tmp_path / name
-    with pytest.raises(ConfigError, match='not found') as info:
+    with pytest.raises(ConfigError, match=fragment) as info:
         load_config(str(path), SCHEMA, [])
     assert isinstance(info.value, TrainerlibError) and isinstance(info.value, ValueError)
 

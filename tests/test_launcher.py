@@ -64,8 +64,11 @@ def test_command_line_exit_status_without_traceback(tmp_path):
     (init_study, ['--config', '{run}/config.yaml'], "config key 'recipe'"),
     # the same recipe, changed data
     (classify, ['--resume', '--set', 'dataset=mnist-test'], "'dataset'"),
-    (classify, ['--resume', '--set', 'dataset=digits', '--set', 'data.test_fraction=0.3'],
-     "'data'"),
+    (classify, ['--resume', '--set', 'dataset=digits', '--set', 'model=mlp', '--set',
+                'data.test_fraction=0.3'], "'data.test_fraction' is 0.3 but the run"),
+    # the same recipe and data, a setting its snapshots hold
+    (classify, ['--resume'] + TINY + ['--set', 'train.lr=0.5'], "'train.lr' is 0.5 but the run"),
+    (classify, ['--resume'] + TINY + ['--seed', '3'], "'seed' is 3 but the run"),
     (classify, TINY, 'already holds a run'),
 ])
 def test_runs_in_out_are_protected(classify_run, capsys, recipe, argv, fragment):

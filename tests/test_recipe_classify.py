@@ -106,7 +106,7 @@ def test_resume_continues_a_finished_run(tmp_path, capsys):
     (['--set', 'data.test_fraction=1.5'], ["'data.test_fraction'", 'between 0 and 1']),
     (['--set', 'data.root=/nonexistent', '--set', 'dataset=kmnist-test'], ['not found']),
     (['--config', '/nonexistent/run.yaml'], ['/nonexistent/run.yaml', 'not found']),
-    (['--device', 'tpu'], ["'device'", "'cpu' or 'cuda'"]),
+    (['--device', 'tpu'], ["'device'", "'cpu', 'cuda', 'cuda:N' or 'mps'"]),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, fragments):
     out = tmp_path / 'out'
@@ -131,7 +131,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
     assert 'already holds a run' in one_line_error(capsys)
     # resuming on other data is refused too, before anything is touched
     assert classify.main(argv + ['--resume', '--set', 'data.split_seed=1']) == 2
-    assert "'data'" in one_line_error(capsys)
+    assert "'data.split_seed' is 1 but the run" in one_line_error(capsys)
     assert {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()} == files
 
 

@@ -243,7 +243,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
     assert dcgan.main(argv) == 2
     assert 'already holds a run' in one_line_error(capsys)
     assert dcgan.main(argv + ['--resume', '--set', 'model.width=8']) == 2
-    assert "'model'" in one_line_error(capsys)
+    assert "'model.width' is 8 but the run" in one_line_error(capsys)
     assert files_of(tmp_path) == before
 
 

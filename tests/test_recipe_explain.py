@@ -135,7 +135,7 @@ def test_overconfidence_is_warned_and_mitigated(tmp_path, capsys, digits_run):
     (['--set', 'dataset=digits', '--set', 'explain.mask_size=9'],
      ["'explain.mask_size'", 'image side (8']),
     (['--set', 'classifier.run=/nonexistent/run'], ['/nonexistent/run', 'python -m recipes.classify']),
-    (['--set', 'classifier.run=[1, 2]'], ["'classifier.run'", 'classify run directory']),
+    (['--set', 'classifier.run=[1, 2]'], ["'classifier.run'", 'expects str or null, got list']),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, fragments):
     out = tmp_path / 'out'

@@ -195,7 +195,8 @@ def test_existing_run_is_kept(tmp_path, capsys):
     assert init_study.main(argv) == 2
     assert 'already holds a run' in one_line_error(capsys)
     # resuming with other nets (or other initial weights) is refused before anything runs
-    for change, key in (('model.width=32', "'model'"), ('seed=1', "'seed'")):
+    for change, key in (('model.width=32', "'model.width' is 32 but the run"),
+                        ('seed=1', "'seed'")):
         assert init_study.main(argv + ['--resume', '--set', change]) == 2
         assert key in one_line_error(capsys)
     assert files_of(tmp_path) == before

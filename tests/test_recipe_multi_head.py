@@ -207,7 +207,7 @@ def test_resume_continues_a_finished_run(tmp_path, capsys):
     (['--set', 'data.train_size=0'], ["'data.train_size'", '>= 1']),
     (['--set', 'data.test_fraction=1'], ["'data.test_fraction'", 'between 0 and 1']),
     (['--set', 'data.root=/nonexistent'], ['MNIST file not found', '/nonexistent']),
-    (['--device', 'tpu'], ["'device'", "'cpu' or 'cuda'"]),
+    (['--device', 'tpu'], ["'device'", "'cpu', 'cuda', 'cuda:N' or 'mps'"]),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, fragments):
     out = tmp_path / 'out'
@@ -228,9 +228,9 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
     assert 'already holds a run' in one_line_error(capsys)
     # resuming with other composites or other heads is refused, before anything is touched
     assert multi_head.main(argv + ['--resume', '--set', 'data.positions=3']) == 2
-    assert "'data'" in one_line_error(capsys)
+    assert "'data.positions' is 3 but the run" in one_line_error(capsys)
     assert multi_head.main(argv + ['--resume', '--set', 'heads.sum=false']) == 2
-    assert "'heads'" in one_line_error(capsys)
+    assert "'heads.sum' is False but the run" in one_line_error(capsys)
     assert {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()} == files
 
 

@@ -198,7 +198,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
     assert 'already holds a run' in one_line_error(capsys)
     # a resumed grid must be the same experiment: other step sizes are refused
     assert path_sgd.main(argv + ['--resume', '--set', 'lr.path_sgd=0.05']) == 2
-    assert "'lr'" in one_line_error(capsys)
+    assert "'lr.path_sgd' is 0.05 but the run" in one_line_error(capsys)
     assert {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()} == files
 
 

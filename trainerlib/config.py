@@ -1,17 +1,21 @@
 """YAML configuration checked against a schema written as a nested dict of defaults.
 
 The type of each default is the expected type (an int is accepted where a float
-is expected), ``None`` accepts anything, a nested dict is a section and
-:class:`Choice` restricts a value to a few options. Mistakes raise
-:class:`~trainerlib.errors.ConfigError` with a one-line message::
+is expected; a float must be finite), ``None`` accepts anything, a nested dict is a
+section, :class:`Choice` restricts a value to a few options and :class:`Nullable`
+is a typed setting whose default is null (e.g. a path). A YAML mapping that
+repeats a key is refused. Mistakes raise :class:`~trainerlib.errors.ConfigError`
+with a one-line message::
 
-    DEFAULTS = {'model': Choice('mlp', 'cnn'), 'train': {'epochs': 10, 'lr': 1e-3}}
+    DEFAULTS = {'model': Choice('mlp', 'cnn'), 'train': {'epochs': 10, 'lr': 1e-3},
+                'data': {'root': Nullable(str)}}
     config = load_config('run.yaml', DEFAULTS, ['train.epochs=3', 'model=cnn'])
 """
 from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 import re
 import reprlib
@@ -36,9 +40,37 @@ class Choice:
         return any(type(value) is type(c) and value == c for c in self.choices)
 
 
+class Nullable:
+    """A value of type ``kind`` or None (the default), e.g. ``Nullable(str)`` for a path."""
+
+    def __init__(self, kind: type, default: Any = None) -> None:
+        self.kind = kind
+        self.default = default
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping repeating a key (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f'{key!r} is given twice (lines {seen[key]} and {line}); '
+                                  'keep one of them')
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def safe_load_unique(text: Any) -> Any:
+    """``yaml.safe_load`` that raises :class:`ConfigError` for a repeated mapping key."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: never builds objects
+
+
 def _defaults(schema: Dict[str, Any]) -> Dict[str, Any]:
     return {k: _defaults(v) if isinstance(v, dict)
-            else v.default if isinstance(v, Choice) else copy.deepcopy(v)
+            else v.default if isinstance(v, (Choice, Nullable)) else copy.deepcopy(v)
             for k, v in schema.items()}
 
 
@@ -46,13 +78,21 @@ def _check(key: str, spec: Any, value: Any, source: str) -> Any:
     """Return ``value`` (an int or numeric text becomes a float where one is expected)."""
     if spec is None or (isinstance(spec, Choice) and spec._allows(value)):
         return value
+    if isinstance(spec, Nullable):
+        if value is None or isinstance(value, spec.kind) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f'config key {key!r}{source} expects {spec.kind.__name__} or null, '
+                          f'got {type(value).__name__} {reprlib.repr(value)}')
     if isinstance(spec, Choice):
         raise ConfigError(f'config key {key!r}{source} must be one of '
                           f'{", ".join(map(repr, spec.choices))}; got {reprlib.repr(value)}')
     if isinstance(spec, float) and not isinstance(value, bool) and (
             isinstance(value, (int, float))
             or isinstance(value, str) and _FLOAT_TEXT.match(value.strip())):
-        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        number = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        if not math.isfinite(number):
+            raise ConfigError(f'config key {key!r}{source} must be a finite number, got {value!r}')
+        return number
     if isinstance(value, type(spec)) and isinstance(value, bool) == isinstance(spec, bool):
         return value
     raise ConfigError(f'config key {key!r}{source} expects {type(spec).__name__}, got '
@@ -88,11 +128,16 @@ def _merge(config: Dict[str, Any], schema: Dict[str, Any], data: Any, prefix: st
 
 
 def _read_yaml(path: str) -> Any:
+    if os.path.isdir(path):
+        raise ConfigError(f'config file {path!r} is a directory; pass a YAML file (e.g. '
+                          f'{os.path.join(path, "config.yaml")})')
     if not os.path.isfile(path):
         raise ConfigError(f'config file {path!r} not found; pass an existing YAML file to --config')
     try:
         with open(path, encoding='utf-8') as f:
-            return yaml.safe_load(f)
+            return safe_load_unique(f)
+    except ConfigError as e:
+        raise ConfigError(f'config file {path!r}: {e}') from None
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         at = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
@@ -109,7 +154,9 @@ def _parse_override(item: str) -> Dict[str, Any]:
         raise ConfigError(f'--set {item}: expected key=value or section.key=value '
                           '(e.g. train.epochs=3)')
     try:
-        value = yaml.safe_load(text)
+        value = safe_load_unique(text)
+    except ConfigError as e:
+        raise ConfigError(f'--set {item}: {e}') from None
     except yaml.YAMLError as e:
         raise ConfigError(f'--set {item}: the value is not valid YAML '
                           f'({getattr(e, "problem", None) or type(e).__name__})') from None
