@@ -54,6 +54,11 @@ class LogReader(Extension):
         self._owns = not isinstance(log_report, str)
         self._resolved: Optional[LogReport] = None if isinstance(log_report, str) else log_report
 
+    @property
+    def owned_log_report(self) -> Optional[LogReport]:
+        """The LogReport this extension owns (given as an object), else None."""
+        return self._log_report if self._owns else None
+
     def log_report(self, trainer) -> LogReport:
         """The LogReport read by this extension."""
         if self._resolved is None:

@@ -6,12 +6,14 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from trainerlib import triggers
 from trainerlib._state import load_into, state_of
 from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.serialization import remove_partial_files
+from trainerlib.strict_json import strict_record
 from trainerlib.summary import DictSummary
 from trainerlib.text_writer import BackgroundTextWriter
 from trainerlib.triggers.schedule import TriggerSchedule, next_fire
@@ -19,8 +21,26 @@ from trainerlib.triggers.schedule import TriggerSchedule, next_fire
 
 def _encode(entry: Dict[str, Any]) -> str:
     """The entry as ``json.dumps(log, indent=4)`` writes it inside the list (indented
-    by four more spaces; such JSON has no blank line)."""
-    return '    ' + json.dumps(entry, indent=4).replace('\n', '\n    ')
+    by four more spaces; such JSON has no blank line), as strict JSON: a NaN or
+    infinite value is written ``null`` and named in the entry's ``non_finite`` field
+    (``{"main/loss": "nan"}``)."""
+    return '    ' + json.dumps(strict_record(entry, sep='/'), indent=4,
+                               allow_nan=False).replace('\n', '\n    ')
+
+
+def _log_reports(trainer) -> List[Any]:
+    """``(description, LogReport)`` for every LogReport of the trainer, in registration
+    order: the registered ones and those owned by a reader (e.g. a PrintReport)."""
+    extensions = getattr(trainer, 'extensions', None)
+    found = []
+    for name, ext in (extensions.items() if isinstance(extensions, dict) else ()):
+        if isinstance(ext, LogReport):
+            found.append((f'LogReport {name!r}', ext))
+        else:
+            owned = getattr(ext, 'owned_log_report', None)
+            if isinstance(owned, LogReport):
+                found.append((f'the LogReport owned by {name!r}', owned))
+    return found
 
 
 class LogReport(Extension):
@@ -88,6 +108,22 @@ class LogReport(Extension):
         self._schedule.start(trainer.updater.iteration)
         if self._filename is not None:  # a process killed while writing the log left these
             remove_partial_files(trainer.out, self._filename.__eq__)
+            self._warn_if_file_is_shared(trainer)
+
+    def _warn_if_file_is_shared(self, trainer) -> None:
+        """Warn when another LogReport of the trainer, registered before this one, writes
+        the same file (the later one warns, so each clash warns once)."""
+        reports = _log_reports(trainer)
+        mine = next((i for i, (_, r) in enumerate(reports) if r is self), None)
+        first = next((name for name, r in reports[:mine or 0]
+                      if r is not self and r._filename == self._filename), None)
+        if first is None:
+            return
+        path = os.path.join(trainer.out, self._filename)
+        warnings.warn(f'{reports[mine][0]} and {first} both write '
+                      f'{path!r}: each rewrite replaces the other\'s entries, so one log is '
+                      'lost; give one of them another filename= (or filename=None to keep its '
+                      'log in memory only)', UserWarning, stacklevel=2)
 
     def _emit(self, trainer) -> None:
         entry: Dict[str, Any] = {k: float(v) for k, v in self._summary.compute_mean().items()} \

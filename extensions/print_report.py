@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import sys
+import warnings
 from typing import Any, Dict, List, Sequence, TextIO, Union
 
 from tqdm import tqdm
@@ -13,6 +15,28 @@ from extensions.log_report import LogReport
 
 
 _no_bar = contextlib.nullcontext()
+_ALWAYS_LOGGED = ('epoch', 'iteration', 'elapsed_time')   # in every LogReport entry
+
+
+def _never_logged(entries: Sequence[str], log: List[Dict[str, Any]]) -> str:
+    """A one-line message naming the keys of ``entries`` that no entry of ``log`` has
+    (with close matches among the logged keys), or '' when every key appeared."""
+    seen = set(_ALWAYS_LOGGED)
+    for entry in log:
+        seen.update(entry)
+    missing = [key for key in entries if key not in seen]
+    if not missing:
+        return ''
+    logged = sorted(seen)
+    names = []
+    for key in missing:
+        close = difflib.get_close_matches(key, logged, n=1)
+        names.append(f'{key!r} (did you mean {close[0]!r}?)' if close else repr(key))
+    columns = 'its column stays' if len(missing) == 1 else 'their columns stay'
+    return (f'PrintReport: {", ".join(names)} never appeared in the {len(log)} log entries, '
+            f'so {columns} blank; the logged keys are {", ".join(map(repr, logged))}. '
+            'Check the spelling and that something reports the value (the LogReport\'s '
+            'keys=, an Evaluator for validation/...)')
 
 
 def _cell(value: Any, width: int) -> str:
@@ -35,6 +59,10 @@ class PrintReport(LogReader):
 
     The number of rows already printed is saved, so a resumed run prints only
     the new rows (and the header again, once, in the new process).
+
+    When training ends, a key of ``entries`` that no log entry has (a typo such as
+    ``'validation/main/acc'``) is named in one warning, with the keys that were logged
+    (read from the log, so a resumed run counts the entries of the run before too).
 
     Args:
         entries: keys of the log entries to print, e.g.
@@ -59,6 +87,7 @@ class PrintReport(LogReader):
         self._tty = bool(getattr(out, 'isatty', lambda: False)())
         self._printed = 0           # log entries already printed (saved)
         self._header_done = False   # per process: not saved
+        self._warned = False        # per process: keys never logged were checked
 
     @property
     def header(self) -> str:
@@ -78,12 +107,19 @@ class PrintReport(LogReader):
         self._print_new(log)
 
     def finalize(self, trainer=None) -> None:
-        """Print the entries emitted after this extension's last call, if any."""
+        """Print the entries emitted after this extension's last call, if any, then warn
+        about requested keys that no entry had."""
         super().finalize(trainer)
         if trainer is not None and self._header_done:
             log = self.log_report(trainer).log
             if len(log) > self._printed:
                 self._print_new(log)
+        log = None if trainer is None or self._resolved is None else self._resolved.log
+        if log and not self._warned:   # only once an entry was emitted
+            self._warned = True
+            message = _never_logged(self._entries, log)
+            if message:
+                warnings.warn(message, UserWarning, stacklevel=2)
 
     def _print_new(self, log: List[Dict[str, Any]]) -> None:
         text = '' if self._header_done else self.header

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 
 from trainerlib.convert import CollatedBatch
-from trainerlib.iterators.iterator import Iterator
+from trainerlib.iterators.iterator import Iterator, warn_degenerate_epoch
 
 _TENSOR_TYPE = itertools.repeat(torch.Tensor)   # isinstance's second argument, for map
 
@@ -43,6 +43,14 @@ def _sampler_generator(loader) -> Optional[torch.Generator]:
     return getattr(sampler, 'generator', None) or getattr(loader, 'generator', None)
 
 
+def _length(obj: Any) -> Optional[int]:
+    """``len(obj)``, or None where it has none (an iterable-style dataset or its sampler)."""
+    try:
+        return len(obj)
+    except TypeError:
+        return None
+
+
 class DataLoaderIterator(Iterator):
     """Wraps a DataLoader (workers, pin_memory, custom samplers) as an iterator.
 
@@ -73,6 +81,9 @@ class DataLoaderIterator(Iterator):
                              'drop_last removed every batch')
         self.loader = loader
         self.repeat = repeat
+        warn_degenerate_epoch('DataLoaderIterator', _length(getattr(loader, 'dataset', None)),
+                              _length(getattr(loader, 'sampler', None)),
+                              getattr(loader, 'batch_size', None), repeat, batch_is_capped=True)
         self.reset()
 
     def reset(self) -> None:

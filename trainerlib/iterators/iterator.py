@@ -1,7 +1,39 @@
 """The iterator interface the updater relies on (Chainer's ``Iterator``)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
+
+
+def warn_degenerate_epoch(owner: str, dataset_size: Optional[int], examples: Optional[int],
+                          batch_size: Optional[int], repeat: bool,
+                          batch_is_capped: bool = False) -> None:
+    """Warn (once, at construction) where a training iterator's setting silently degenerates.
+
+    ``dataset_size``: examples in the dataset; ``examples``: examples in one epoch (a
+    sampler's length); None where unknown. A dataset of one example makes every batch the
+    same; a batch larger than an epoch counts several epochs per iteration (or, for a
+    DataLoader, whose batches stop at the end of an epoch, ``batch_is_capped``: one epoch
+    per iteration and smaller batches). ``repeat=False`` (evaluation) never warns.
+    """
+    if not repeat:
+        return
+    if dataset_size == 1:
+        warnings.warn(f'{owner}: the dataset has a single example, so every batch is that '
+                      'example (repeat=True); check the dataset or its split, or use '
+                      'repeat=False to go over it once', UserWarning, stacklevel=3)
+    elif examples is not None and batch_size is not None and batch_size > examples:
+        if batch_is_capped:
+            what = (f'each batch holds only those {examples} examples and each iteration is a '
+                    "whole epoch, so (N, 'epoch') triggers and stop conditions fire every N "
+                    'iterations')
+        else:
+            what = (f'each iteration counts {batch_size / examples:g} epochs '
+                    f"(batch_size / {examples}), so (N, 'epoch') triggers and stop conditions "
+                    f'fire after about N * {examples / batch_size:.3g} iterations')
+        warnings.warn(f'{owner}: batch_size={batch_size} is larger than the dataset ({examples} '
+                      f'examples per epoch): {what}; use batch_size <= {examples}, or give '
+                      "periods in 'iteration' units", UserWarning, stacklevel=3)
 
 
 class Iterator:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from trainerlib.convert import CollatedBatch
-from trainerlib.iterators.iterator import Iterator
+from trainerlib.iterators.iterator import Iterator, warn_degenerate_epoch
 
 
 def _batch_getter(dataset: Any):
@@ -73,6 +73,8 @@ class SerialIterator(Iterator):
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.repeat = repeat
+        warn_degenerate_epoch('SerialIterator', self._epoch_size, self._epoch_size,
+                              self.batch_size, repeat)
         self.shuffle = True if shuffle is None else shuffle
         if seed is None:
             seed = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
