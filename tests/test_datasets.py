@@ -191,14 +191,17 @@ def _check_images(ds, gray, rgb):
 
 def test_labeled_image_dataset_from_list(image_dir):
     root, gray, rgb = image_dir
-    ds = LabeledImageDataset([('gray.png', 3), ('sub dir/rgb.png', 7)], root=root)
+    # gray and RGB in one dataset: allowed only with same_size=False (see test_data_errors.py)
+    ds = LabeledImageDataset([('gray.png', 3), ('sub dir/rgb.png', 7)], root=root,
+                             same_size=False)
     _check_images(ds, gray, rgb)
 
 
 def test_labeled_image_dataset_from_tsv_file(image_dir):
     root, gray, rgb = image_dir
     (root / 'list.tsv').write_text('gray.png 3\n\nsub dir/rgb.png\t7\n')
-    _check_images(LabeledImageDataset(str(root / 'list.tsv'), root=root), gray, rgb)
+    _check_images(LabeledImageDataset(str(root / 'list.tsv'), root=root, same_size=False),
+                  gray, rgb)
 
 
 def test_labeled_image_dataset_transform_gets_pil_image(image_dir):

@@ -19,3 +19,14 @@ class ConfigError(TrainerlibError, ValueError):
 
 class NonFiniteError(TrainerlibError, RuntimeError):
     """A parameter or gradient became NaN or infinite (training diverged)."""
+
+
+class DataError(TrainerlibError, ValueError):
+    """A data file (``.npz``, gzip IDX, image list, image) is missing, damaged or inconsistent.
+
+    The message is one line naming the file (``list:line`` for a list entry) and the fix.
+    """
+
+
+class DataFileNotFoundError(DataError, FileNotFoundError):
+    """A data file does not exist (also a ``FileNotFoundError`` for ``except OSError``)."""

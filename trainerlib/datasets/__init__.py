@@ -1,4 +1,5 @@
 """Datasets with Chainer's names: tuple/transform/sub datasets, labeled images, real data."""
+from ..errors import DataError, DataFileNotFoundError
 from .dataset_mixin import DatasetMixin
 from .image_dataset import LabeledImageDataset
 from .real import (DATASET_NAMES, get_dataset, get_digits, get_kmnist_test, get_mnist_test,
@@ -8,7 +9,8 @@ from .transform_dataset import TransformDataset
 from .tuple_dataset import TupleDataset
 
 __all__ = [
-    'DatasetMixin', 'TupleDataset', 'TransformDataset', 'SubDataset', 'split_dataset',
-    'split_dataset_random', 'LabeledImageDataset', 'get_digits', 'get_mnist_test',
-    'get_kmnist_test', 'kmnist_classmap', 'get_torchvision', 'get_dataset', 'DATASET_NAMES',
+    'DataError', 'DataFileNotFoundError', 'DatasetMixin', 'TupleDataset', 'TransformDataset',
+    'SubDataset', 'split_dataset', 'split_dataset_random', 'LabeledImageDataset', 'get_digits',
+    'get_mnist_test', 'get_kmnist_test', 'kmnist_classmap', 'get_torchvision', 'get_dataset',
+    'DATASET_NAMES',
 ]
