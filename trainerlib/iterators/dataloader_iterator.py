@@ -43,6 +43,24 @@ def _sampler_generator(loader) -> Optional[torch.Generator]:
     return getattr(sampler, 'generator', None) or getattr(loader, 'generator', None)
 
 
+def _epoch_setters(loader) -> list:
+    """The ``set_epoch`` methods of the loader's sampler and batch sampler (and its sampler).
+
+    A ``DistributedSampler`` (or any sampler with ``set_epoch``) draws its order from
+    ``(seed, epoch)``: without a call each epoch it repeats the first epoch's order.
+    """
+    batch_sampler = getattr(loader, 'batch_sampler', None)
+    candidates = (getattr(loader, 'sampler', None), batch_sampler,
+                  getattr(batch_sampler, 'sampler', None))
+    setters, seen = [], set()
+    for obj in candidates:
+        fn = getattr(obj, 'set_epoch', None)
+        if callable(fn) and id(obj) not in seen:
+            seen.add(id(obj))
+            setters.append(fn)
+    return setters
+
+
 def _length(obj: Any) -> Optional[int]:
     """``len(obj)``, or None where it has none (an iterable-style dataset or its sampler)."""
     try:
@@ -64,6 +82,11 @@ class DataLoaderIterator(Iterator):
     (``DataLoader(..., shuffle=True, generator=torch.Generator().manual_seed(0))``);
     its state at the start of the epoch is saved and the batches already used
     are skipped (they are loaded again, so resuming mid-epoch costs that time).
+
+    A sampler with ``set_epoch`` (``torch.utils.data.DistributedSampler``, as the
+    loader's ``sampler`` or its ``batch_sampler.sampler``) is told the epoch at
+    the start of each one (``set_epoch(epoch)``, also for the epoch a resume
+    restores), so each epoch has its own order, the same on every rank.
 
     Args:
         loader: a DataLoader with a length.
@@ -97,6 +120,8 @@ class DataLoaderIterator(Iterator):
     def _start_epoch(self) -> None:
         gen = _sampler_generator(self.loader)
         self._epoch_rng = None if gen is None else gen.get_state()
+        for set_epoch in _epoch_setters(self.loader):
+            set_epoch(self.epoch)
         self._it = iter(self.loader)
 
     def __next__(self) -> Any:

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 def warn_degenerate_epoch(owner: str, dataset_size: Optional[int], examples: Optional[int],
                           batch_size: Optional[int], repeat: bool,
-                          batch_is_capped: bool = False) -> None:
+                          batch_is_capped: bool = False, ranks: int = 1) -> None:
     """Warn (once, at construction) where a training iterator's setting silently degenerates.
 
     ``dataset_size``: examples in the dataset; ``examples``: examples in one epoch (a
@@ -15,6 +15,7 @@ def warn_degenerate_epoch(owner: str, dataset_size: Optional[int], examples: Opt
     same; a batch larger than an epoch counts several epochs per iteration (or, for a
     DataLoader, whose batches stop at the end of an epoch, ``batch_is_capped``: one epoch
     per iteration and smaller batches). ``repeat=False`` (evaluation) never warns.
+    ``ranks > 1``: ``batch_size`` is the global batch of that many ranks.
     """
     if not repeat:
         return
@@ -28,11 +29,17 @@ def warn_degenerate_epoch(owner: str, dataset_size: Optional[int], examples: Opt
                     "whole epoch, so (N, 'epoch') triggers and stop conditions fire every N "
                     'iterations')
         else:
+            name = 'batch_size' if ranks == 1 else 'global batch'
             what = (f'each iteration counts {batch_size / examples:g} epochs '
-                    f"(batch_size / {examples}), so (N, 'epoch') triggers and stop conditions "
+                    f"({name} / {examples}), so (N, 'epoch') triggers and stop conditions "
                     f'fire after about N * {examples / batch_size:.3g} iterations')
-        warnings.warn(f'{owner}: batch_size={batch_size} is larger than the dataset ({examples} '
-                      f'examples per epoch): {what}; use batch_size <= {examples}, or give '
+        batch, limit = f'batch_size={batch_size}', examples
+        if ranks > 1:
+            batch = (f'the global batch {batch_size} (batch_size={batch_size // ranks} x '
+                     f'{ranks} ranks)')
+            limit = max(1, examples // ranks)
+        warnings.warn(f'{owner}: {batch} is larger than the dataset ({examples} '
+                      f'examples per epoch): {what}; use batch_size <= {limit}, or give '
                       "periods in 'iteration' units", UserWarning, stacklevel=3)
 
 
