@@ -12,14 +12,16 @@ from trainerlib.extension import PRIORITY_READER, Extension
 def batches_per_epoch(iterator: Any) -> Optional[float]:
     """Batches in one epoch of ``iterator`` (possibly fractional), or None if unknown.
 
-    Known for iterators with ``dataset`` and ``batch_size`` (``SerialIterator``)
-    or a sized ``loader`` (``DataLoaderIterator``).
+    Known for iterators with ``dataset`` and ``batch_size`` (``SerialIterator``; a
+    sharded one advances by its ``global_batch_size``) or a sized ``loader``
+    (``DataLoaderIterator``).
     """
     loader = getattr(iterator, 'loader', None)
     try:
         if loader is not None:
             return float(len(loader))
-        batch_size = getattr(iterator, 'batch_size', None)
+        batch_size = getattr(iterator, 'global_batch_size', None) or getattr(
+            iterator, 'batch_size', None)
         return len(iterator.dataset) / batch_size if batch_size else None
     except (AttributeError, TypeError):
         return None

@@ -99,6 +99,24 @@ def test_batches_per_epoch():
     assert progress_bar_module.batches_per_epoch(object()) is None
 
 
+class _TwoRanks:
+    """Rank 0 of 2 for a SerialIterator's one agreement at construction."""
+    rank, size = 0, 2
+    counts: dict = {}
+
+    def allgather_obj(self, obj):
+        return [obj, obj]
+
+    def bcast_obj(self, obj, root=0):
+        return obj
+
+
+def test_batches_per_epoch_of_a_sharded_iterator_counts_global_batches():
+    dataset = TensorDataset(torch.zeros(10, 1))
+    iterator = SerialIterator(dataset, 2, comm=_TwoRanks())   # global batch 4
+    assert progress_bar_module.batches_per_epoch(iterator) == 2.5
+
+
 def test_bad_update_interval():
     with pytest.raises(ValueError, match='update_interval'):
         E.ProgressBar(update_interval=0)
