@@ -10,6 +10,7 @@ from tqdm import tqdm
 from trainerlib import reporter as reporter_module
 from trainerlib._state import load_into, state_of
 from trainerlib.convert import DeviceLike, concat_examples
+from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_WRITER, Extension
 from trainerlib.summary import DictSummary
 from trainerlib.updaters.standard_updater import call_with
@@ -27,6 +28,36 @@ def _batch_size(in_arrays: Any, batch: Any) -> int:
     if isinstance(first, torch.Tensor) and first.dim() > 0:
         return first.shape[0]
     return len(batch)
+
+
+def _plain(target: Any) -> Any:
+    """The module inside a ``DistributedDataParallel`` wrapper (evaluating through the
+    wrapper with uneven shards would hang in its forward-time buffer broadcast)."""
+    if isinstance(target, torch.nn.parallel.DistributedDataParallel):
+        return target.module
+    return target
+
+
+def broadcast_buffers(modules: Any, comm: Any, root: int = 0) -> None:
+    """Give every rank ``root``'s buffers of ``modules`` (BatchNorm running statistics,
+    ``num_batches_tracked`` …): one broadcast per dtype, in place. Collective; nothing
+    to do (and no collective) when there are no buffers."""
+    seen, groups = set(), {}
+    for module in modules:
+        for buffer in module.buffers():
+            if id(buffer) not in seen:
+                seen.add(id(buffer))
+                groups.setdefault(buffer.dtype, []).append(buffer)
+    device = getattr(comm, 'device', None) or torch.device('cpu')
+    with torch.no_grad():
+        for dtype, buffers in groups.items():
+            wire = torch.uint8 if dtype is torch.bool else dtype
+            flat = torch.cat([b.detach().reshape(-1).to(device, wire) for b in buffers])
+            comm.bcast_tensor(flat, root)
+            offset = 0
+            for b in buffers:
+                b.copy_(flat[offset:offset + b.numel()].view(b.shape).to(b.device, b.dtype))
+                offset += b.numel()
 
 
 @contextlib.contextmanager
@@ -54,6 +85,16 @@ class Evaluator(Extension):
     ``validation/main/loss`` and ``validation/main/accuracy``. Reported tensors
     stay on the device during the loop; they are reduced once at the end.
 
+    Data-parallel (``trainer.comm``, or ``comm=``, of several ranks): give each rank
+    its shard of the validation set (unpadded, sizes may differ, a rank may have
+    none). It runs on every rank: rank 0's module buffers (BatchNorm statistics) are
+    broadcast first, so every rank evaluates the same model; the loop has no
+    collective (uneven shards cannot hang; a ``DistributedDataParallel`` target is
+    evaluated through its plain ``.module``); at the end the (Σ size·value, Σ size)
+    sums of all ranks are added in one packed all-reduce, so the result is the exact
+    sample-weighted mean over the whole set, the same on every rank. The progress
+    bar shows on rank 0 only.
+
     Args:
         iterator: the validation iterator (``repeat=False``), or a dict with
             ``'main'``. Any re-iterable without ``reset`` (a DataLoader) works.
@@ -64,6 +105,7 @@ class Evaluator(Extension):
         eval_func: called on each batch; default: the main target.
         progress_bar: show a tqdm bar of the batches on stderr (default False).
         name: report prefix and default extension name (default ``'validation'``).
+        comm: the communicator to reduce over (default: the trainer's).
 
     Default trigger ``(1, 'epoch')``, priority ``PRIORITY_WRITER``.
     """
@@ -76,9 +118,10 @@ class Evaluator(Extension):
                  device: DeviceLike = None,
                  eval_hook: Optional[Callable[['Evaluator'], None]] = None,
                  eval_func: Optional[Callable[..., Any]] = None, *, progress_bar: bool = False,
-                 name: str = 'validation') -> None:
+                 name: str = 'validation', comm: Any = None) -> None:
         self._iterators = dict(iterator) if isinstance(iterator, Mapping) else {'main': iterator}
-        self._targets = dict(target) if isinstance(target, Mapping) else {'main': target}
+        targets = dict(target) if isinstance(target, Mapping) else {'main': target}
+        self._targets = {key: _plain(t) for key, t in targets.items()}
         for key, it in self._iterators.items():
             if getattr(it, 'repeat', False):
                 raise ValueError(f'Evaluator: the iterator {key!r} repeats forever, so the '
@@ -92,6 +135,8 @@ class Evaluator(Extension):
         self.eval_func = eval_func
         self.progress_bar = progress_bar
         self.default_name = name
+        self.comm = comm
+        self._active_comm: Any = None   # the communicator of the current call
 
     def get_iterator(self, name: str) -> Any:
         return self._iterators[name]
@@ -113,16 +158,30 @@ class Evaluator(Extension):
         for name, target in self._targets.items():
             add = reporter.add_module if target in modules else reporter.add_observer
             add(prefix + name, target)
-        with reporter, _eval_mode(modules):
-            result = self.evaluate()
+        comm = self.comm if self.comm is not None else comm_of(trainer)
+        if comm.size > 1:
+            broadcast_buffers(modules, comm)
+        self._active_comm = comm
+        try:
+            with reporter, _eval_mode(modules):
+                result = self.evaluate()
+        finally:
+            self._active_comm = None
         reporter_module.report(result)
         return result
+
+    @property
+    def comm_in_use(self) -> Any:
+        """The communicator of the current evaluation (the trainer's or ``comm``; None
+        when called alone without ``comm``)."""
+        return self._active_comm if self._active_comm is not None else self.comm
 
     def evaluate(self) -> Dict[str, float]:
         """Run the evaluation loop; return the weighted means of the reported values.
 
         Called by ``__call__`` with the targets in eval mode and a reporter that
-        knows their names; override it for a custom loop.
+        knows their names; override it for a custom loop (data-parallel, end it with
+        ``summary = summary.allreduce(self.comm_in_use)`` on every rank).
         """
         iterator = self._iterators['main']
         eval_func = self._targets['main'] if self.eval_func is None else self.eval_func
@@ -131,7 +190,8 @@ class Evaluator(Extension):
         if hasattr(iterator, 'reset'):
             iterator.reset()
         batches = iterator
-        if self.progress_bar:
+        comm = self.comm_in_use
+        if self.progress_bar and getattr(comm, 'rank', 0) == 0:
             per_epoch = batches_per_epoch(iterator)
             total = None if per_epoch is None else math.ceil(per_epoch)
             batches = tqdm(iterator, total=total, leave=False,
@@ -145,6 +205,7 @@ class Evaluator(Extension):
                     call_with(eval_func, in_arrays)
                 size = _batch_size(in_arrays, batch)
                 summary.add({key: (value, size) for key, value in observation.items()})
+        summary = summary.allreduce(comm)   # every rank's sums (itself with one process)
         return summary.compute_mean() if len(summary) else {}
 
     def state_dict(self) -> dict:
@@ -154,3 +215,13 @@ class Evaluator(Extension):
     def load_state_dict(self, state: dict) -> None:
         for key, it in self._iterators.items():
             load_into(it, state.get('iterators', {}).get(key))
+
+
+def create_multi_node_evaluator(evaluator: Evaluator, comm: Any) -> Evaluator:
+    """ChainerMN's spelling: ``evaluator`` reducing over ``comm`` (returned, the same object).
+
+    Unlike ChainerMN's, the result is the exact sample-weighted mean over all ranks'
+    shards (not the equal-weight mean of per-rank means).
+    """
+    evaluator.comm = comm
+    return evaluator

@@ -11,10 +11,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from trainerlib import triggers
 from trainerlib._state import load_into, state_of
+from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.serialization import remove_partial_files
 from trainerlib.strict_json import strict_record
-from trainerlib.summary import DictSummary
+from trainerlib.summary import DictSummary, allreduce_dict_summary
 from trainerlib.text_writer import BackgroundTextWriter
 from trainerlib.triggers.schedule import TriggerSchedule, next_fire
 
@@ -55,6 +56,14 @@ class LogReport(Extension):
     to floats only here, once per entry. The log and the partial summary are
     saved in snapshots.
 
+    Data-parallel (``trainer.comm`` of several ranks): it runs on every rank
+    (``collective = True``) and each rank accumulates its own observations (no
+    collective per iteration); at an entry the additive sums of all keys travel in one
+    packed float64 all-reduce (after a small header agreeing on the key set, unless
+    ``keys`` are given), so each entry holds the exact weighted means over every
+    rank's values, ``elapsed_time`` is rank 0's, and every rank keeps the identical
+    ``log``. Only rank 0 writes the file.
+
     Args:
         keys: keys to log (None: every scalar reported).
         trigger: when to emit an entry, default ``(1, 'epoch')``.
@@ -70,7 +79,8 @@ class LogReport(Extension):
 
     trigger = (1, 'iteration')
     priority = PRIORITY_READER
-    rank0_only = True
+    rank0_only = True   # its file is written by rank 0 only ...
+    collective = True   # ... but it runs on every rank: its emits are collectives
 
     def __init__(self, keys: Optional[Iterable[str]] = None, trigger=(1, 'epoch'),
                  postprocess: Optional[Callable[[Dict[str, Any]], None]] = None,
@@ -106,7 +116,8 @@ class LogReport(Extension):
 
     def initialize(self, trainer) -> None:
         self._schedule.start(trainer.updater.iteration)
-        if self._filename is not None:  # a process killed while writing the log left these
+        # a process killed while writing the log left these (rank 0 writes it: it cleans)
+        if self._filename is not None and comm_of(trainer).rank == 0:
             remove_partial_files(trainer.out, self._filename.__eq__)
             self._warn_if_file_is_shared(trainer)
 
@@ -126,17 +137,23 @@ class LogReport(Extension):
                       'log in memory only)', UserWarning, stacklevel=2)
 
     def _emit(self, trainer) -> None:
-        entry: Dict[str, Any] = {k: float(v) for k, v in self._summary.compute_mean().items()} \
-            if len(self._summary) else {}
+        comm = comm_of(trainer)
+        summary, elapsed_time = self._summary, None
+        if comm.size > 1:   # every rank: the global sums, and rank 0's clock
+            summary, (elapsed_time,) = allreduce_dict_summary(   # keys given: no header
+                summary, comm, keys=self._keys,
+                extras=(trainer.elapsed_time if comm.rank == 0 else 0.0,))
+        entry: Dict[str, Any] = {k: float(v) for k, v in summary.compute_mean().items()} \
+            if len(summary) else {}
         updater = trainer.updater
         entry['epoch'] = updater.epoch
         entry['iteration'] = updater.iteration
-        entry['elapsed_time'] = trainer.elapsed_time
+        entry['elapsed_time'] = trainer.elapsed_time if elapsed_time is None else elapsed_time
         if self._postprocess is not None:
             self._postprocess(entry)
         self.log.append(entry)
         self._summary = DictSummary()
-        if self._filename is not None and \
+        if self._filename is not None and comm.rank == 0 and \
                 time.monotonic() - self._written_at >= self._write_interval:
             self._write(trainer.out)
 
@@ -150,7 +167,7 @@ class LogReport(Extension):
 
     def finalize(self, trainer=None) -> None:
         if trainer is not None and self._filename is not None and \
-                len(self._encoded) < len(self.log):
+                len(self._encoded) < len(self.log) and comm_of(trainer).rank == 0:
             self._write(trainer.out)
         self._writer.flush()
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from trainerlib._state import load_into, state_of
+from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.summary import Summary
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
@@ -30,6 +31,11 @@ class LRScheduler(Extension):
     uninterrupted run. PyTorch's warning about ``lr_scheduler.step()`` before
     ``optimizer.step()`` is silenced: here it only happens when the update skipped
     the optimizer step (AMP overflow) or on a call before training.
+
+    Data-parallel (``trainer.comm`` of several ranks): it runs on every rank; with
+    ``monitor`` each rank accumulates its own values and at a step the sums of all
+    ranks are added in one all-reduce, so the scheduler (``ReduceLROnPlateau``) sees
+    the same global mean, and sets the same learning rate, on every rank.
 
     Args:
         scheduler: any ``torch.optim.lr_scheduler`` object.
@@ -70,6 +76,9 @@ class LRScheduler(Extension):
                 self.scheduler.step(self._pop_mean(trainer))
 
     def _pop_mean(self, trainer) -> float:
+        comm = comm_of(trainer)
+        if comm.size > 1:   # every rank steps with the mean over all ranks
+            self._summary = self._summary.allreduce(comm)
         if not len(self._summary):
             raise KeyError(f'LRScheduler: {self._monitor!r} was not reported since the last '
                            f'step; reported keys: {sorted(trainer.observation)}')

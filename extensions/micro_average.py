@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from trainerlib import reporter
 from trainerlib._state import load_into, state_of
+from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_EDITOR, Extension, TriggerLike
 from trainerlib.triggers import get_trigger
 
@@ -15,6 +16,23 @@ def _divide(numerator: Any, denominator: Any) -> Any:
     if isinstance(numerator, torch.Tensor) or isinstance(denominator, torch.Tensor):
         return torch.true_divide(numerator, denominator)   # on the device: no sync
     return numerator / denominator if denominator else math.nan
+
+
+def _allreduced(numerator: Any, denominator: Any, comm: Any) -> Any:
+    """The ratio of the sums over every rank (one float64 all-reduce of both sums);
+    None when no rank added anything since the last report."""
+    device = getattr(comm, 'device', None) or torch.device('cpu')
+    parts = [v.detach().to(device, torch.float64).reshape(()) if isinstance(v, torch.Tensor)
+             else torch.tensor(float(v), dtype=torch.float64, device=device)
+             for v in (numerator, denominator)]
+    added = 0.0 if isinstance(numerator, int) and isinstance(denominator, int) and \
+        numerator == 0 and denominator == 0 else 1.0   # (0, 0): nothing was added here
+    payload = torch.stack(parts + [torch.tensor(added, dtype=torch.float64, device=device)])
+    comm.allreduce(payload, op='sum')
+    total_n, total_d, ranks = payload.cpu().unbind(0)
+    if ranks.item() == 0:
+        return None
+    return torch.true_divide(total_n, total_d)
 
 
 def _saved(value: Any) -> Any:
@@ -33,6 +51,14 @@ class MicroAverage(Extension):
     a value was a tensor) and the sums restart. Priority ``PRIORITY_EDITOR``: it
     runs after writers (an Evaluator) and before readers (a LogReport) see the
     observation. The partial sums are saved in snapshots.
+
+    Data-parallel (``trainer.comm`` of several ranks): each rank keeps its own sums;
+    the trigger is then checked at every call on every rank (so that the ranks agree
+    on when to report, without a collective per iteration), and when it fires the sums
+    of all ranks are added in one float64 all-reduce; every rank reports the same
+    ratio (a float64 tensor; nothing when no rank saw the keys in the period). With
+    the keys reported at every iteration, as usual, the periods are those of a single
+    process. The values must be scalars.
 
     Args:
         numerator_key: observation key of the numerator, e.g. ``'main/correct'``.
@@ -56,13 +82,21 @@ class MicroAverage(Extension):
     def __call__(self, trainer) -> None:
         observation = trainer.observation
         if self._numerator_key not in observation or self._denominator_key not in observation:
-            return
-        self._numerator = self._numerator + observation[self._numerator_key]
-        self._denominator = self._denominator + observation[self._denominator_key]
+            if getattr(trainer, 'comm', None) is None or trainer.comm.size <= 1:
+                return
+            # data-parallel: the ranks must check the trigger together (see above)
+        else:
+            self._numerator = self._numerator + observation[self._numerator_key]
+            self._denominator = self._denominator + observation[self._denominator_key]
         if self._trigger(trainer):
-            result = _divide(self._numerator, self._denominator)
+            comm = comm_of(trainer)
+            if comm.size > 1:
+                result = _allreduced(self._numerator, self._denominator, comm)
+            else:
+                result = _divide(self._numerator, self._denominator)
             self._numerator = self._denominator = 0
-            reporter.report({self._result_key: result})
+            if result is not None:
+                reporter.report({self._result_key: result})
 
     def state_dict(self) -> dict:
         return {'numerator': _saved(self._numerator), 'denominator': _saved(self._denominator),

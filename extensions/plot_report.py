@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from trainerlib import triggers
 from trainerlib._state import load_into, state_of
+from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_READER, Extension, TriggerLike
 from trainerlib.serialization import atomic_open
 from trainerlib.summary import DictSummary
@@ -47,6 +48,12 @@ class PlotReport(Extension):
     run continues the curves. Needs matplotlib (``[plot]`` extra);
     it draws with the Agg canvas and never touches the pyplot backend.
 
+    Data-parallel (``trainer.comm`` of several ranks): it runs on every rank
+    (``collective = True``): each rank accumulates its own observations, and when
+    ``trigger`` fires the sums of all ranks are added in one packed all-reduce, so
+    the points are the global means and the same on every rank (and in every rank's
+    snapshot); only rank 0 draws and writes the file (and calls ``postprocess``).
+
     Args:
         y_keys: a reported key or keys to plot, e.g. ``['main/loss', 'validation/main/loss']``.
         x_key: ``'iteration'`` (default), ``'epoch'``, or any reported key (its
@@ -61,7 +68,8 @@ class PlotReport(Extension):
 
     trigger = (1, 'iteration')
     priority = PRIORITY_READER
-    rank0_only = True
+    rank0_only = True   # it draws on rank 0 only ...
+    collective = True   # ... but runs on every rank: its summary is reduced at its trigger
 
     def __init__(self, y_keys: Union[str, Iterable[str]], x_key: str = 'iteration',
                  trigger: TriggerLike = (1, 'epoch'),
@@ -92,8 +100,12 @@ class PlotReport(Extension):
         self._summary.add({k: observation[k] for k in self._observed if k in observation})
         if self._trigger(trainer):
             summary, self._summary = self._summary, DictSummary()
+            comm = comm_of(trainer)
+            if comm.size > 1:
+                summary = summary.allreduce(comm, keys=self._observed)   # known keys: 1 collective
             self._add_points(trainer, summary)
-            self._draw(os.path.join(trainer.out, self._filename), summary)
+            if comm.rank == 0:
+                self._draw(os.path.join(trainer.out, self._filename), summary)
 
     def _add_points(self, trainer, summary: DictSummary) -> None:
         means = {k: float(v) for k, v in summary.compute_mean().items()} if len(summary) else {}

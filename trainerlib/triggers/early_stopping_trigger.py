@@ -6,6 +6,7 @@ import warnings
 from typing import Optional
 
 from trainerlib._state import load_into, state_of
+from trainerlib.distributed.context import comm_of
 from trainerlib.summary import DictSummary
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
 
@@ -15,6 +16,11 @@ class EarlyStoppingTrigger:
 
     Use it as the Trainer's ``stop_trigger``. Its best value, patience counter
     and partial mean are saved, so patience survives resume.
+
+    Data-parallel (``trainer.comm`` of several ranks): ask it on every rank; each rank
+    accumulates its own values and at a check the sums of all ranks are added in one
+    all-reduce, so every rank sees the same global mean and stops after the same
+    iteration.
 
     Args:
         check_trigger: when to compare, default ``(1, 'epoch')``.
@@ -52,7 +58,11 @@ class EarlyStoppingTrigger:
             return True
         if not self._check_trigger(trainer):
             return False
-        stats = self._summary.compute_mean() if len(self._summary) else {}
+        summary = self._summary
+        comm = comm_of(trainer)
+        if comm.size > 1:   # the same mean, hence the same decision, on every rank
+            summary = summary.allreduce(comm, keys=(self.monitor,))
+        stats = summary.compute_mean() if len(summary) else {}
         if self.monitor not in stats:
             warnings.warn(f'EarlyStoppingTrigger: {self.monitor!r} was not reported; '
                           f'available keys: {sorted(observation)}')

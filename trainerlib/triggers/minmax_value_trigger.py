@@ -5,6 +5,7 @@ import operator
 from typing import Callable, Optional
 
 from trainerlib._state import load_into, state_of
+from trainerlib.distributed.context import comm_of
 from trainerlib.summary import DictSummary
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
 
@@ -13,6 +14,11 @@ class BestValueTrigger:
     """Fires at the checks (of ``trigger``) where the mean of ``key`` beats the best so far.
 
     The best value and the partial mean are saved, so the trigger survives resume.
+
+    Data-parallel (``trainer.comm`` of several ranks): ask it on every rank; each rank
+    accumulates its own values and at a check the sums of all ranks are added in one
+    all-reduce, so every rank compares the same global mean and takes the same
+    decision (a ``snapshot_object`` it drives can then write on rank 0 alone).
 
     Args:
         key: observation key, e.g. ``'validation/main/accuracy'``.
@@ -34,7 +40,11 @@ class BestValueTrigger:
             self._summary.add({key: trainer.observation[key]})
         if not self._interval_trigger(trainer):
             return False
-        stats = self._summary.compute_mean()
+        summary = self._summary
+        comm = comm_of(trainer)
+        if comm.size > 1:   # the same mean, hence the same decision, on every rank
+            summary = summary.allreduce(comm, keys=(key,))
+        stats = summary.compute_mean()
         if key not in stats:
             raise KeyError(f'{type(self).__name__}: key {key!r} was not reported since the last '
                            f'check; reported keys: {sorted(trainer.observation)}')
