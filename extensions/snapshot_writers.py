@@ -1,21 +1,66 @@
 """snapshot / snapshot_object: save state files atomically, keep the newest, autoload."""
 from __future__ import annotations
 
+import numbers
 import os
 import re
+import string
 import threading
 import warnings
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from trainerlib.errors import NonFiniteError, OutputDirError, SnapshotError
+from trainerlib.errors import (ConfigError, NonFiniteError, OutputDirError, SnapshotError,
+                               SnapshotMismatchError)
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension
-from trainerlib.serialization import dump_state, load_state, remove_partial_files, write_file
+from trainerlib.serialization import (dump_state, load_snapshot, read_header,
+                                      remove_partial_files, write_file)
+from trainerlib.snapshot_compat import target_record
+
+_FIELDS_FIX = ('fields are formatted with the trainer and must give non-negative integers, '
+               'e.g. {.updater.iteration} or {.updater.epoch}; write a literal brace as {{ or }}')
 
 
-def _pattern(template: str) -> 're.Pattern[str]':
-    """A regex matching the file names the ``str.format`` template can produce."""
-    parts = re.split(r'\{[^{}]*\}', template)
-    return re.compile('^' + '.+'.join(re.escape(p) for p in parts) + '$')
+def _parse(template: Any) -> Tuple['re.Pattern[str]', List[str]]:
+    """The regex of exactly the file names ``template`` can produce, and its fields.
+
+    A field without a format spec gives an integer as ``str`` writes it
+    (``(0|[1-9]\\d*)``: ``08`` is not one); with a spec (``:06d``), digits.
+
+    Raises:
+        ConfigError: not a valid ``str.format`` template, or a field that is not an
+            attribute or item of the trainer.
+    """
+    if not isinstance(template, str) or not template:
+        raise ConfigError(f'the snapshot filename must be a non-empty str.format template, '
+                          f'got {template!r}; ' + _FIELDS_FIX)
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ConfigError(f'snapshot filename {template!r} is not a valid str.format template '
+                          f'({e}); ' + _FIELDS_FIX) from None
+    regex, fields, roots = [], [], []
+    for literal, field, spec, _ in parsed:
+        regex.append(re.escape(literal))
+        if field is None:
+            continue
+        root = re.split(r'[.\[]', field, maxsplit=1)[0]
+        if root not in ('', '0') or field == root:
+            what = 'is the trainer itself' if field == root and root in ('', '0') else \
+                'is not an attribute of the trainer'
+            raise ConfigError(f'snapshot filename {template!r}: field {{{field}}} {what}; '
+                              + _FIELDS_FIX)
+        if '{' in (spec or ''):
+            raise ConfigError(f'snapshot filename {template!r}: nested fields in a format spec '
+                              'are not supported; ' + _FIELDS_FIX)
+        regex.append(r'(\d+)' if spec else r'(0|[1-9]\d*)')
+        fields.append('0' + field if root == '' else field)
+        roots.append(root)
+    if len(roots) > 1 and '' in roots:  # '{.a}_{.b}' formats its 2nd field from a 2nd argument
+        raise ConfigError(f'snapshot filename {template!r} has several fields: number each '
+                          f'(e.g. {{0.updater.epoch}}_{{0.updater.iteration}}), since '
+                          'str.format reads an unnumbered field after the first from a '
+                          'missing second argument; ' + _FIELDS_FIX)
+    return re.compile(''.join(regex)), fields
 
 
 class Snapshot(Extension):
@@ -30,6 +75,7 @@ class Snapshot(Extension):
                  condition: Optional[Callable[[], bool]] = None, background: bool = True) -> None:
         if n_retains == 0:
             raise ValueError('n_retains=0 would delete every snapshot; use -1 to keep all')
+        self._pattern, self._fields = _parse(filename)
         self._target = target
         self.filename = filename
         self.n_retains = n_retains
@@ -37,11 +83,13 @@ class Snapshot(Extension):
         self.restores_trainer = autoload
         self.snapshot_on_error = snapshot_on_error
         self._condition = condition
-        self._pattern = _pattern(filename)
         self.background = background
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
         self._last_path: Optional[str] = None
+        self._ready = False  # initialize() completed: on_error may write
+        # path -> ((inode, size, mtime), iteration, error): headers already read
+        self._headers: Dict[str, Tuple[tuple, Optional[int], Optional[SnapshotError]]] = {}
 
     def _target_of(self, trainer) -> Any:
         return trainer if self._target is None else self._target
@@ -60,12 +108,15 @@ class Snapshot(Extension):
         """
         self.wait()
         path = os.path.join(trainer.out, self.filename.format(trainer))
-        data = dump_state(self._target_of(trainer).state_dict())
+        target = self._target_of(trainer)
+        iteration = trainer.updater.iteration
+        data = dump_state(target.state_dict(), iteration=iteration, target=target_record(target))
         self._last_path = path
         if not background:
-            self._save(data, path)
+            self._save(data, path, iteration)
             return path
-        self._thread = threading.Thread(target=self._save_in_thread, args=(data, path),
+        self._thread = threading.Thread(target=self._save_in_thread,
+                                        args=(data, path, iteration),
                                         name='trainerlib-snapshot', daemon=True)
         self._thread.start()
         return path
@@ -79,13 +130,13 @@ class Snapshot(Extension):
         if error is not None:
             raise error
 
-    def _save_in_thread(self, data: memoryview, path: str) -> None:
+    def _save_in_thread(self, data: memoryview, path: str, iteration: int) -> None:
         try:
-            self._save(data, path)
+            self._save(data, path, iteration)
         except BaseException as e:  # re-raised in the training thread by wait()
             self._error = e
 
-    def _save(self, data: memoryview, path: str) -> None:
+    def _save(self, data: memoryview, path: str, iteration: int) -> None:
         try:
             write_file(data, path)
         except OSError as e:
@@ -93,35 +144,131 @@ class Snapshot(Extension):
                                    'the previous snapshots are intact')
             error.errno = e.errno
             raise error from None
+        self._remember(path, iteration, None)
         if self.n_retains > 0:
             self._remove_old(os.path.dirname(path), keep=os.path.basename(path))
 
-    def _existing(self, out: str) -> List[str]:
-        """Matching snapshot files in ``out``, oldest first."""
+    @staticmethod
+    def _stat_key(path: str) -> tuple:
+        st = os.stat(path)
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _remember(self, path: str, iteration: Optional[int],
+                  error: Optional[SnapshotError]) -> None:
+        try:
+            self._headers[path] = (self._stat_key(path), iteration, error)
+        except OSError:
+            self._headers.pop(path, None)
+
+    def _iteration_of(self, path: str) -> Optional[int]:
+        """The iteration recorded in the file's header (read once per file version).
+
+        Raises:
+            SnapshotError: the header cannot be read (a damaged file).
+        """
+        cached = self._headers.get(path)
+        if cached is None or cached[0] != self._stat_key(path):
+            try:
+                iteration = read_header(path)['iteration']
+                error = None
+            except SnapshotError as e:
+                iteration, error = None, e
+            self._remember(path, iteration if isinstance(iteration, int) else None, error)
+            cached = self._headers.get(path, (None, iteration, error))
+        if cached[2] is not None:
+            raise cached[2]
+        return cached[1]
+
+    def _existing(self, out: str) -> Tuple[List[str], List[Tuple[str, SnapshotError]]]:
+        """Snapshot files in ``out`` that the filename template produces exactly.
+
+        Returns:
+            The readable ones, oldest first by the iteration in their header (then by
+            the integers in their name), and ``(path, error)`` for the damaged ones.
+            Other files (``snapshot_iter_4.bak``, ``snapshot_iter_8 (copy)``) are
+            never listed: never loaded, never deleted.
+        """
         if not os.path.isdir(out):
-            return []
-        names = [n for n in os.listdir(out) if self._pattern.match(n)]
-        paths = [os.path.join(out, n) for n in names]
-        return sorted(paths, key=lambda p: (os.stat(p).st_mtime_ns, p))
+            return [], []
+        found, damaged = [], []
+        for name in os.listdir(out):
+            match = self._pattern.fullmatch(name)
+            path = os.path.join(out, name)
+            if match is None or not os.path.isfile(path):
+                continue
+            try:
+                iteration = self._iteration_of(path)
+            except SnapshotError as e:
+                damaged.append((path, e))
+                continue
+            except OSError:  # removed meanwhile
+                continue
+            numbers_in_name = tuple(int(g) for g in match.groups())
+            found.append(((-1 if iteration is None else iteration, numbers_in_name, name), path))
+        found.sort()
+        return [path for _, path in found], sorted(damaged)
 
     def _remove_old(self, out: str, keep: str) -> None:
-        paths = [p for p in self._existing(out) if os.path.basename(p) != keep]
+        """Keep ``keep`` and the newest ``n_retains - 1`` other snapshots, by iteration.
+
+        Damaged files under a snapshot name are left alone (autoload warns about them).
+        """
+        paths = [p for p in self._existing(out)[0] if os.path.basename(p) != keep]
         for path in paths[:max(0, len(paths) - (self.n_retains - 1))]:
             try:
                 os.remove(path)
             except OSError:
                 pass
+            self._headers.pop(path, None)
+
+    def _check_fields(self, trainer) -> None:
+        """Raise ConfigError unless every field formats to a non-negative integer."""
+        formatter = string.Formatter()
+        for field in self._fields:
+            try:
+                value = formatter.get_field(field, (trainer,), {})[0]
+            except Exception as e:  # AttributeError, KeyError, IndexError, TypeError …
+                raise ConfigError(f'snapshot filename {self.filename!r}: field '
+                                  f'{{{field.lstrip("0")}}} cannot be read from the trainer '
+                                  f'({type(e).__name__}: {e}); ' + _FIELDS_FIX) from None
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ConfigError(f'snapshot filename {self.filename!r}: field '
+                                  f'{{{field.lstrip("0")}}} is {value!r}, not a non-negative '
+                                  'integer (autoload and n_retains recognise snapshots by '
+                                  'it); ' + _FIELDS_FIX)
+        try:
+            name = self.filename.format(trainer)
+        except Exception as e:  # a bad conversion (!x), mixed {} and {0} …
+            raise ConfigError(f'snapshot filename {self.filename!r} cannot be formatted ({e}); '
+                              + _FIELDS_FIX) from None
+        if not self._pattern.fullmatch(name):
+            raise ConfigError(f'snapshot filename {self.filename!r} gives {name!r}, which is '
+                              'not digits where the fields are (a format spec that pads with '
+                              'spaces or writes hex?); ' + _FIELDS_FIX)
 
     def initialize(self, trainer) -> None:
-        remove_partial_files(trainer.out, self._pattern.match)
-        if not self.autoload:
-            return
+        self._ready = False
+        self._check_fields(trainer)
+        remove_partial_files(trainer.out, self._pattern.fullmatch)
+        if self.autoload:
+            self._autoload(trainer)
+        self._ready = True
+
+    def _autoload(self, trainer) -> None:
+        """Load the newest snapshot; skip damaged ones; refuse an incompatible one."""
         target = self._target_of(trainer)
+        paths, damaged = self._existing(trainer.out)
         skipped = []
-        for path in reversed(self._existing(trainer.out)):
+        for path, error in damaged:
+            skipped.append(f'{os.path.basename(path)}: {error}')
+            warnings.warn(f'autoload skipped {path}: {error}')
+        for path in reversed(paths):
             try:
-                target.load_state_dict(load_state(path))
-            except (SnapshotError, KeyError, ValueError, RuntimeError) as e:
+                load_snapshot(path, target)  # checks compatibility before loading
+            except SnapshotMismatchError as e:  # made by another setup: never fall back
+                raise SnapshotMismatchError(e.reason, f'{e.fix}, or choose another output '
+                                            'directory', where=f'autoload: {path}') from None
+            except SnapshotError as e:  # damaged: the next older one may load
                 skipped.append(f'{os.path.basename(path)}: {e}')
                 warnings.warn(f'autoload skipped {path}: {e}')
                 continue
@@ -136,8 +283,9 @@ class Snapshot(Extension):
             self.wait()
         except Exception as e:  # the training error matters more; say it and go on
             warnings.warn(f'a background snapshot write failed: {e}')
-        # a diverged state (NaN/Inf) must never replace a good snapshot
-        if self.snapshot_on_error and not isinstance(exc, NonFiniteError):
+        # a diverged state (NaN/Inf) must never replace a good snapshot, nor may a run
+        # that failed before training (e.g. autoload refused a snapshot) write one
+        if self.snapshot_on_error and self._ready and not isinstance(exc, NonFiniteError):
             self.write(trainer)
 
     def on_preemption(self, trainer) -> None:
@@ -167,22 +315,38 @@ def snapshot(filename: str = 'snapshot_iter_{.updater.iteration}', *, target: An
     ``weights_only=True``. Default trigger ``(1, 'epoch')``.
 
     Args:
-        filename: ``str.format`` template applied to the trainer.
+        filename: ``str.format`` template applied to the trainer. Its fields must
+            give non-negative integers (``{.updater.iteration}``,
+            ``{.updater.epoch}``); a template without fields (``'snapshot'``) names
+            one file, rewritten each time. A template that cannot be formatted
+            raises :class:`~trainerlib.errors.ConfigError`: its syntax here, its
+            fields when training starts (before anything is written).
         target: object with ``state_dict`` (default: the trainer).
-        n_retains: keep only the newest N matching files (-1: keep all).
-        autoload: at start, load the newest matching snapshot in ``out``
-            that loads and matches (before any other extension initializes);
+        n_retains: keep only the newest N snapshots by iteration (-1: keep all),
+            counting the one just written.
+        autoload: at start, load the newest snapshot in ``out`` (before any
+            other extension initializes). Damaged ones are skipped with a warning;
             if there are snapshots but none loads, raise :class:`SnapshotError`.
+            One made with another optimizer class, param-group layout or model
+            structure is refused at once
+            (:class:`~trainerlib.errors.SnapshotMismatchError`, nothing loaded).
         snapshot_on_error: also write a snapshot when training raises (except for a
-            :class:`~trainerlib.errors.NonFiniteError`: a diverged state is never saved).
+            :class:`~trainerlib.errors.NonFiniteError`: a diverged state is never
+            saved, nor when the run failed before training, e.g. autoload refused).
         condition: optional ``fn() -> bool``; skip writing when it returns False.
         background: write the file from a thread while training goes on (the
             state is serialized first, in the training thread; one write at a
             time; ``finalize`` waits for it).
 
-    When a signal preempts training (see :mod:`trainerlib.preemption`) a trainer
-    snapshot is written after the last complete iteration. Files left half-written
-    by a killed process (hidden ``.tmp`` files) are deleted at start.
+    Snapshots are the files the template produces exactly (``snapshot_iter_8``,
+    not ``snapshot_iter_08``, ``snapshot_iter_8.bak`` or ``snapshot_iter_8 (copy)``:
+    those are never loaded nor deleted), ordered by the iteration recorded in their
+    header (read without loading the tensors), not by modification time, so copies
+    made by ``cp -r`` or ``rsync`` keep their order. When a signal preempts training
+    (see :mod:`trainerlib.preemption`) a trainer snapshot is written after the last
+    complete iteration. Files left half-written by a killed process (hidden ``.tmp``
+    files) are deleted at start. Files get the permissions ``open`` would give
+    (``0o666`` less the umask).
     """
     return Snapshot(target, filename, n_retains, autoload, snapshot_on_error, condition,
                     background)

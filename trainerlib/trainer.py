@@ -13,12 +13,15 @@ import torch
 
 from trainerlib import reporter as reporter_module
 from trainerlib._state import load_into, state_of
-from trainerlib.errors import OutputDirError
+from trainerlib.errors import OutputDirError, SnapshotMismatchError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension, as_extension
 from trainerlib.preemption import Preempted, Preemption
 from trainerlib.rng import get_rng_state, set_rng_state
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
 from trainerlib.triggers.schedule import TriggerSchedule
+
+
+_TRAINER_KEYS = ('updater', 'stop_trigger', 'extensions', 'triggers', 'elapsed_time', 'rng')
 
 
 class _Entry:
@@ -291,8 +294,19 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore progress; configuration (periods, keys) stays as built by the code."""
-        self.updater.load_state_dict(state['updater'])
+        """Restore progress; configuration (periods, keys) stays as built by the code.
+
+        Raises:
+            SnapshotMismatchError: ``state`` is not a trainer state, or was made with
+                other models or optimizers (checked before anything is restored).
+        """
+        missing = [k for k in _TRAINER_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise SnapshotMismatchError(
+                f'is not a trainer snapshot (it has no {", ".join(missing)})',
+                'load it into what it was saved from (a model: '
+                'trainerlib.serialization.load_snapshot(path, model))')
+        self.updater.load_state_dict(state['updater'])  # checks everything before loading
         load_into(self.stop_trigger, state['stop_trigger'])
         for name, entry in self._extensions.items():
             if name in state['extensions']:

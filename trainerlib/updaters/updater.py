@@ -6,7 +6,8 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from trainerlib._state import load_into, state_of
-from trainerlib.errors import SnapshotError
+from trainerlib.errors import SnapshotMismatchError
+from trainerlib.snapshot_compat import check_optimizer, check_same_shapes, optimizer_record
 
 
 def as_dict(obj: Any, what: str) -> Dict[str, Any]:
@@ -103,33 +104,50 @@ class Updater:
         return {'iteration': self.iteration,
                 'iterators': {k: state_of(v) for k, v in self._iterators.items()},
                 'optimizers': {k: v.state_dict() for k, v in self._optimizers.items()},
+                # class and parameter shapes: a resume with another optimizer is refused
+                'optimizer_records': {k: optimizer_record(v) for k, v in self._optimizers.items()},
                 'models': {k: v.state_dict() for k, v in self.get_all_models().items()},
                 'amp': state_of(getattr(self, 'amp', None))}   # an AmpContext's GradScaler
 
-    def load_state_dict(self, state: dict) -> None:
+    def check_state_dict(self, state: Any) -> None:
+        """Raise SnapshotMismatchError if ``state`` cannot be loaded; changes nothing.
+
+        Every model must have the saved keys and shapes, every optimizer the saved
+        class (recorded since trainerlib 0.1; older snapshots: checked by structure)
+        and param-group layout, and every iterator a saved state. Called first by
+        :meth:`load_state_dict`, so a mismatch never leaves the updater half-loaded.
+        """
+        fix = 'resume with the same models, optimizers and iterators'
+        if not isinstance(state, Mapping) or not all(
+                isinstance(state.get(k), Mapping) for k in ('models', 'optimizers', 'iterators')):
+            raise SnapshotMismatchError('holds no updater state (models, optimizers, '
+                                        'iterators)', fix)
+        if not isinstance(state.get('iteration'), int):
+            raise SnapshotMismatchError('holds no iteration count of the updater', fix)
+        for kind, mine in (('model', self.get_all_models()), ('optimizer', self._optimizers),
+                           ('iterator', self._iterators)):
+            saved = state[kind + 's']
+            for k in mine:
+                if k not in saved:
+                    raise SnapshotMismatchError(f'has no {kind} named {k!r} (it has '
+                                                f'{sorted(saved) or "none"})', fix)
         for k, model in self.get_all_models().items():
-            saved = _get(state['models'], k, 'saved model')
-            check_same_shapes(model.state_dict(), saved, f'model {k!r}')
-            model.load_state_dict(saved)
+            check_same_shapes(model.state_dict(), state['models'][k], f'model {k!r}')
+        records = state.get('optimizer_records')
+        records = records if isinstance(records, Mapping) else {}
         for k, opt in self._optimizers.items():
-            opt.load_state_dict(_get(state['optimizers'], k, 'saved optimizer'))
+            check_optimizer(opt, state['optimizers'][k], f'optimizer {k!r}', records.get(k))
+
+    def load_state_dict(self, state: dict) -> None:
+        self.check_state_dict(state)
+        for k, model in self.get_all_models().items():
+            model.load_state_dict(state['models'][k])
+        for k, opt in self._optimizers.items():
+            opt.load_state_dict(state['optimizers'][k])
         for k, it in self._iterators.items():
-            load_into(it, _get(state['iterators'], k, 'saved iterator'))
+            load_into(it, state['iterators'][k])
         self.iteration = state['iteration']
         load_into(getattr(self, 'amp', None), state.get('amp', {}))
-
-
-def check_same_shapes(expected: Mapping[str, Any], saved: Mapping[str, Any], what: str) -> None:
-    """Raise SnapshotError listing every missing, unexpected or reshaped tensor of ``saved``."""
-    problems = [f'missing {k}' for k in expected if k not in saved]
-    problems += [f'unexpected {k}' for k in saved if k not in expected]
-    problems += [f'{k}: saved {tuple(saved[k].shape)}, expected {tuple(v.shape)}'
-                 for k, v in expected.items()
-                 if k in saved and isinstance(v, torch.Tensor) and v.shape != saved[k].shape]
-    if problems:
-        shown = '; '.join(problems[:20]) + (' …' if len(problems) > 20 else '')
-        raise SnapshotError(f'the snapshot does not match {what} ({len(problems)} mismatches): '
-                         f'{shown}. Resume with the model the snapshot was made with.')
 
 
 def _get(d: Mapping[str, Any], name: str, what: str) -> Any:
