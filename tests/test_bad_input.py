@@ -1,6 +1,7 @@
 """Bad settings per recipe: one line, exit 2, nothing in out/ touched; the fix then runs."""
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -216,3 +217,55 @@ def test_summary_json_is_strict(tmp_path):
     data = json.loads(path.read_text(), parse_constant=_refuse)
     assert data == {'models': {'sgd': {'loss': None, 'acc': 0.1}}, 'best': None,
                     'non_finite': {'models.sgd.loss': 'nan', 'best': '-inf'}}
+
+
+def _iteration(path):
+    return int(path.name.rsplit('_', 1)[1])
+
+
+def snapshots_of(folder):
+    """The snapshot files a run wrote (``snapshot_iter_<n>``), oldest first."""
+    return sorted((p for p in folder.iterdir() if re.fullmatch(r'snapshot_iter_\d+', p.name)),
+                  key=_iteration)
+
+
+def test_resume_ignores_stray_copies_and_mtimes(tmp_path, capsys):
+    """A backup beside the snapshots is never loaded nor pruned; the newest by iteration wins."""
+    out, folder = tmp_path / 'out', tmp_path / 'out' / 'mlp'
+    assert classify.main(TINY[classify] + ['--set', 'train.epochs=2', '--out', str(out)]) == 0
+    first, second = snapshots_of(folder)
+    stray = folder / f'snapshot_iter_{_iteration(first)}.bak'
+    backup = first.read_bytes()
+    stray.write_bytes(backup)
+    os.utime(second, ns=(10 ** 18, 10 ** 18))
+    os.utime(first, ns=(2 * 10 ** 18, 2 * 10 ** 18))   # the older snapshot looks newest
+    os.utime(stray, ns=(3 * 10 ** 18, 3 * 10 ** 18))   # and the backup newer still
+    capsys.readouterr()
+    argv = TINY[classify] + ['--set', 'train.epochs=3', '--out', str(out), '--resume']
+    assert classify.main(argv) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+            if line.split() and line.split()[0].isdigit()]
+    assert rows == ['3']           # resumed after epoch 2: its row is not printed again
+    log = json.loads((folder / 'log').read_text())
+    assert [e['epoch'] for e in log] == [1, 2, 3]
+    assert stray.stat().st_mtime_ns == 3 * 10 ** 18 and stray.read_bytes() == backup
+    assert [_iteration(p) for p in snapshots_of(folder)] == [_iteration(second),
+                                                            log[-1]['iteration']]
+
+
+def test_resume_refuses_a_snapshot_of_another_model(classify_run, tmp_path, capsys):
+    cnn = tmp_path / 'cnn_run'
+    assert classify.main(TINY[classify] + ['--set', 'model=cnn', '--out', str(cnn)]) == 0
+    out = copy_run(classify_run, tmp_path)
+    foreign = snapshots_of(cnn / 'cnn')[-1]
+    planted = out / 'mlp' / 'snapshot_iter_999'
+    shutil.copy(foreign, planted)
+    before = state_of(out)
+    capsys.readouterr()
+    assert classify.main(TINY[classify] + ['--out', str(out), '--resume']) == 2
+    line = one_line_error(capsys)
+    assert 'snapshot_iter_999' in line and 'resume with the model the snapshot was made with' \
+        in line
+    assert state_of(out) == before
+    planted.unlink()   # the fix: take the stranger's file away
+    assert classify.main(TINY[classify] + ['--out', str(out), '--resume']) == 0
