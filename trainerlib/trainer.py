@@ -12,6 +12,8 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 
 from trainerlib import reporter as reporter_module
+from trainerlib.distributed.roles import checked_comm, runs_on_every_rank
+from trainerlib.distributed.seeding import derive_rank_streams
 from trainerlib._state import load_into, state_of
 from trainerlib.errors import OutputDirError, SnapshotMismatchError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension, as_extension
@@ -65,6 +67,12 @@ class Trainer:
             None never stops.
         out: output directory (created when training starts).
         extensions: extensions to register with their defaults.
+        comm: the communicator of a data-parallel run
+            (:func:`trainerlib.distributed.create_communicator`); None: one process.
+            Under W ranks every rank runs the same loop; extensions that only write
+            files or print (``rank0_only`` and not ``collective``) run on rank 0 only,
+            and at the start of a fresh run each rank's random streams are derived
+            from the shared seed and its rank (the data order stays shared).
 
     Attributes:
         preemption: how SIGTERM/SIGINT stop the run (see
@@ -73,7 +81,8 @@ class Trainer:
     """
 
     def __init__(self, updater, stop_trigger: TriggerLike = None, out: str = 'result',
-                 extensions: Optional[Iterable[Any]] = None) -> None:
+                 extensions: Optional[Iterable[Any]] = None, *, comm: Any = None) -> None:
+        self.comm = checked_comm(comm)
         self.updater = updater
         self.stop_trigger = get_trigger(stop_trigger)
         self.out = out
@@ -160,7 +169,8 @@ class Trainer:
         if self._done or self._running:
             raise RuntimeError('a Trainer can run only once; build a new one to train again')
         self._prepare_out()
-        entries = sorted(self._extensions.values(), key=lambda e: -e.priority)  # stable
+        entries = [e for e in sorted(self._extensions.values(), key=lambda e: -e.priority)
+                   if self.comm.rank == 0 or runs_on_every_rank(e.extension)]  # stable
         regular = [e for e in entries if e.priority > PRIORITY_SNAPSHOT]
         last = [e for e in entries if e.priority <= PRIORITY_SNAPSHOT]
         self._running = True
@@ -170,6 +180,8 @@ class Trainer:
         with guard:
             try:
                 self._initialize(entries)
+                if self.comm.size > 1 and self.updater.iteration == 0:
+                    derive_rank_streams(self.comm.rank)   # a fresh run: replicas built equal
                 self._loop(regular, last)
                 signum = self._signal_received()
                 if signum is not None:

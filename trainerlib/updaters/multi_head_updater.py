@@ -120,10 +120,10 @@ class MultiHeadUpdater(Updater):
         zero_grads(self._steppers)
         total = 0.0
         with self.amp.autocast():
-            features = self.trunk(select(batch, self.input_key))
-            for head in self.heads.values():
+            features = self.ddp('trunk')(select(batch, self.input_key))
+            for name, head in self.heads.items():
                 with torch.set_grad_enabled(head.train):
-                    y = head.module(features)
+                    y = (self.ddp(name) if head.train else head.module)(features)
                     t = select(batch, head.target)
                     loss = head.loss_fn(y, t)
                 if head.train:

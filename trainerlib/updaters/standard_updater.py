@@ -1,6 +1,7 @@
 """One model, one loss, one optimizer: the default update."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
@@ -8,6 +9,7 @@ import torch
 from trainerlib import reporter
 from trainerlib.convert import DeviceLike, concat_examples
 from trainerlib.updaters.amp import AmpContext
+from trainerlib.updaters.data_parallel import no_sync
 from trainerlib.updaters.grad_utils import clip_grads, zero_grad
 from trainerlib.updaters.updater import Updater
 
@@ -70,6 +72,15 @@ class StandardUpdater(Updater):
                 m.to(device)
         self.amp = AmpContext(amp, device)
 
+    def setup_data_parallel(self, comm: Any) -> None:
+        if self.loss_func is not None:
+            raise ValueError(
+                'StandardUpdater(loss_func=...) cannot be made data-parallel: the loss function '
+                'calls the plain model, whose gradients DDP never sees; pass the module that '
+                'returns the loss as model= (e.g. Classifier(predictor, lossfun)), or write '
+                "update_core forwarding through self.ddp('main')")
+        super().setup_data_parallel(comm)
+
     def update_core(self) -> None:
         optimizer = self._optimizers['main']
         # cleared before the forward (as Chainer and the usual loop do), so extensions
@@ -93,7 +104,7 @@ class StandardUpdater(Updater):
     def _loss(self, batch: Any) -> torch.Tensor:
         """Convert ``batch`` and compute the loss (a scalar tensor) from it."""
         in_arrays = self.converter(batch, self.device)
-        loss_func = self._models['main'] if self.loss_func is None else self.loss_func
+        loss_func = self.ddp('main') if self.loss_func is None else self.loss_func
         loss = call_with(loss_func, in_arrays)
         if not isinstance(loss, torch.Tensor) or loss.ndim:
             raise TypeError('the loss function must return a scalar tensor, got '
@@ -111,9 +122,12 @@ class StandardUpdater(Updater):
         """Run the micro-batches, then report the mean of what each reported."""
         observations = []
         iterator = self._iterators['main']
-        for _ in range(self.accumulate):
+        wrapped = self.ddp('main') if 'main' in self._models else None
+        for k in range(self.accumulate):
             observation: Dict[str, Any] = {}
-            with reporter.report_scope(observation):
+            # under DDP gradients are averaged once per update, at the last micro-batch
+            with reporter.report_scope(observation), \
+                    (no_sync(wrapped) if k < self.accumulate - 1 else contextlib.nullcontext()):
                 self._forward_backward(next(iterator), 1.0 / self.accumulate)
             observations.append(observation)
         merged = {}

@@ -59,7 +59,27 @@ class Updater:
         raise NotImplementedError
 
     def connect_trainer(self, trainer) -> None:
-        """Called by the Trainer on construction (hook for subclasses)."""
+        """Called by the Trainer on construction; under a data-parallel trainer
+        (``trainer.comm.size > 1``) it wraps the models for :meth:`ddp`. Subclasses
+        that override it call ``super().connect_trainer(trainer)``."""
+        comm = getattr(trainer, 'comm', None)
+        if comm is not None and comm.size > 1:
+            self.setup_data_parallel(comm)
+
+    def setup_data_parallel(self, comm: Any) -> None:
+        """Wrap every model with trainable parameters in ``DistributedDataParallel``."""
+        from trainerlib.updaters.data_parallel import wrap_models
+        self._ddp = wrap_models(self.get_all_models(), comm)
+
+    def ddp(self, name: str = 'main') -> torch.nn.Module:
+        """The module to forward through when the loss backpropagated should train
+        ``name`` on every rank: its DDP wrapper in a data-parallel run, else the model
+        itself. Reports and state always use the plain model."""
+        wrapped = getattr(self, '_ddp', None)
+        if wrapped and name in wrapped:
+            return wrapped[name]
+        models = getattr(self, '_models', None)   # the hot path: no dict copy
+        return models[name] if models and name in models else self.get_model(name)
 
     def finalize(self) -> None:
         """Finalize every iterator."""

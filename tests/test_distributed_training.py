@@ -1,0 +1,115 @@
+"""Data-parallel training on 2 gloo ranks: equivalence with one process, roles, the DDP hook."""
+import pytest
+import torch
+from torch import nn
+
+import extensions as E
+from tests.dist_helpers import run_ranks
+from trainerlib import Classifier, Trainer
+from trainerlib.datasets import TupleDataset
+from trainerlib.distributed import SingleProcessCommunicator
+from trainerlib.errors import TrainerlibError
+from trainerlib.iterators import SerialIterator
+from trainerlib.updaters import StandardUpdater
+
+STEPS = 200
+BATCH = 8          # per rank
+
+
+def dataset():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(100, 10, generator=g)             # 100 is not a multiple of 16: batches
+    y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 1).long()   # cross epoch ends
+    return TupleDataset(x, y)
+
+
+def build(optimizer_name):
+    torch.manual_seed(0)
+    model = Classifier(nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3)))
+    optimizer = (torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+                 if optimizer_name == 'sgd' else torch.optim.Adam(model.parameters(), lr=0.01))
+    return model, optimizer
+
+
+def train_on_ranks(comm, optimizer_name, out):
+    torch.set_num_threads(1)
+    model, optimizer = build(optimizer_name)
+    iterator = SerialIterator(dataset(), BATCH, seed=1, comm=comm)
+    updater = StandardUpdater(iterator, optimizer, model=model)
+    trainer = Trainer(updater, (STEPS, 'iteration'), out=out, comm=comm)
+    trainer.extend(E.LogReport(trigger=(50, 'iteration')))
+    trainer.extend(E.PrintReport(['iteration', 'main/loss']))
+    trainer.run()
+    names = sorted(trainer.extensions) if comm.rank else None
+    return [p.detach().clone() for p in model.parameters()], names
+
+
+def sharded_reference(optimizer_name, world_size=2):
+    """One process: each rank's half-batch gradient computed alone, then averaged."""
+    model, optimizer = build(optimizer_name)
+    iterator = SerialIterator(dataset(), BATCH * world_size, seed=1)
+    for _ in range(STEPS):
+        x, y = (torch.stack(c) for c in zip(*next(iterator)))
+        grads = []
+        for r in range(world_size):
+            optimizer.zero_grad(set_to_none=True)
+            model(x[r * BATCH:(r + 1) * BATCH], y[r * BATCH:(r + 1) * BATCH]).backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+        for p, *gs in zip(model.parameters(), *grads):
+            p.grad = sum(gs) / world_size
+        optimizer.step()
+    return [p.detach() for p in model.parameters()]
+
+
+def one_process(optimizer_name, world_size=2):
+    model, optimizer = build(optimizer_name)
+    iterator = SerialIterator(dataset(), BATCH * world_size, seed=1)
+    updater = StandardUpdater(iterator, optimizer, model=model)
+    for _ in range(STEPS):
+        updater.update()
+    return [p.detach() for p in model.parameters()]
+
+
+@pytest.mark.parametrize('optimizer_name', ['sgd', 'adam'])
+def test_two_ranks_equal_the_sharded_reference_bit_for_bit(tmp_path, optimizer_name):
+    (rank0, _), (rank1, names) = run_ranks(train_on_ranks, 2, tmp_path, optimizer_name,
+                                           str(tmp_path / 'out'))
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))     # replicas stay equal
+    reference = sharded_reference(optimizer_name)
+    assert all(torch.equal(a, b) for a, b in zip(rank0, reference))
+    plain = one_process(optimizer_name)
+    worst = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(rank0, plain))
+    assert worst < 1e-5
+    assert 'PrintReport' in names and 'LogReport' in names   # registered, run on rank 0 only
+    assert (tmp_path / 'out' / 'log').is_file()
+
+
+def test_a_torchrun_rank_without_a_communicator_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv('TORCHELASTIC_RUN_ID', 'x')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('RANK', '1')
+    model, optimizer = build('sgd')
+    updater = StandardUpdater(SerialIterator(dataset(), 4), optimizer, model=model)
+    with pytest.raises(TrainerlibError, match='rank 1 of 2 started by torchrun.*comm='):
+        Trainer(updater, (1, 'iteration'), out=str(tmp_path))
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    assert Trainer(updater, (1, 'iteration'), out=str(tmp_path)).comm.size == 1
+
+
+def test_single_process_communicator_changes_nothing(tmp_path):
+    def run(comm):
+        model, optimizer = build('adam')
+        updater = StandardUpdater(SerialIterator(dataset(), 16, seed=1), optimizer, model=model)
+        Trainer(updater, (30, 'iteration'), out=str(tmp_path), comm=comm).run()
+        return [p.detach() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(run(None), run(SingleProcessCommunicator())))
+
+
+def test_loss_func_cannot_be_made_data_parallel_silently():
+    class TwoRanks(SingleProcessCommunicator):
+        size = 2
+    model, optimizer = build('sgd')
+    updater = StandardUpdater(SerialIterator(dataset(), 4), optimizer, model={'net': model},
+                              loss_func=lambda x, y: model(x, y))
+    with pytest.raises(ValueError, match="pass the module that returns the loss as model="):
+        updater.setup_data_parallel(TwoRanks())
