@@ -40,6 +40,7 @@ from trainerlib.serialization import load_snapshot
 from trainerlib.updaters import StandardUpdater
 
 NAME = 'classify'
+DATA_PARALLEL = True   # runs under torchrun: train.batch_size is per rank
 MODELS = ('mlp', 'cnn')
 DEFAULTS: Dict[str, Any] = {
     'dataset': Choice('kmnist-test', 'mnist-test', 'digits'),
@@ -178,8 +179,12 @@ def load_trained(run_dir: str, model: str = 'cnn',
 
 
 def train_model(name: str, cfg: Dict[str, Any], data, out: str, device: torch.device,
-                resume: bool) -> Dict[str, Any]:
-    """Train one model the Chainer way; return the content of ``final.json``."""
+                resume: bool, comm: Any = None) -> Dict[str, Any]:
+    """Train one model the Chainer way; return the content of ``final.json``.
+
+    With a communicator of W ranks (torchrun), ``train.batch_size`` is per rank: the
+    global batch is ``batch_size * W``, and the test set is shared among the ranks.
+    """
     train, test, image_shape, n_classes = data
     tcfg = cfg['train']
     epochs, batch_size = tcfg['epochs'], tcfg['batch_size']
@@ -188,10 +193,10 @@ def train_model(name: str, cfg: Dict[str, Any], data, out: str, device: torch.de
     model = Classifier(build_predictor(name, image_shape, n_classes),
                        lossfun=functools.partial(F.cross_entropy, label_smoothing=smoothing))
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg['lr'])
-    train_iter = SerialIterator(train, batch_size)
-    test_iter = SerialIterator(test, batch_size, repeat=False, shuffle=False)
+    train_iter = SerialIterator(train, batch_size, comm=comm)
+    test_iter = SerialIterator(test, batch_size, repeat=False, shuffle=False, comm=comm)
     updater = StandardUpdater(train_iter, optimizer, model=model, device=device)
-    trainer = Trainer(updater, (epochs, 'epoch'), out=out)
+    trainer = Trainer(updater, (epochs, 'epoch'), out=out, comm=comm)
 
     every = tcfg['snapshot_every_epochs']
     snapshot_at = sorted(set(range(every, epochs + 1, every)) | {epochs})
@@ -230,12 +235,16 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     data, device = ctx.data, ctx.device
     print(f"{cfg['dataset']}: {len(data[0])} train / {len(data[1])} test images of shape "
           f'{"x".join(map(str, data[2]))}, {data[3]} classes; device {device}')
+    if ctx.comm.size > 1:
+        print(f"data parallel: {ctx.comm.size} ranks x batch {cfg['train']['batch_size']} = "
+              f"global batch {ctx.comm.size * cfg['train']['batch_size']}")
     names = MODELS if cfg['model'] == 'both' else (cfg['model'],)
     results = {}
     for name in names:
         print(f'== {name} ==')
-        final = train_model(name, cfg, data, ctx.path(name), device, ctx.resume)
-        write_json(final, ctx.path(name, 'final.json'))
+        final = train_model(name, cfg, data, ctx.path(name), device, ctx.resume, ctx.comm)
+        if ctx.comm.rank == 0:
+            write_json(final, ctx.path(name, 'final.json'))
         results[name] = final
     print()
     for name, final in results.items():
@@ -247,7 +256,8 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     if len(results) == 2:
         gap = results['cnn']['test_accuracy'] - results['mlp']['test_accuracy']
         summary['cnn_minus_mlp'] = gap
-        write_json(summary, ctx.path('results.json'))
+        if ctx.comm.rank == 0:
+            write_json(summary, ctx.path('results.json'))
         print(f"cnn - mlp: {gap:+.4f} test accuracy -> {ctx.path('results.json')}")
     return summary
 

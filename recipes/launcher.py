@@ -34,6 +34,8 @@ import yaml
 from recipes._resume import check_resume, previous_run
 from trainerlib.cli import run_cli
 from trainerlib.config import Choice, load_config, save_config
+from trainerlib.distributed import (SingleProcessCommunicator, create_communicator,
+                                    launched_by_torchrun)
 from trainerlib.errors import ConfigError, OutputDirError
 from trainerlib.preemption import Preempted
 from trainerlib.serialization import atomic_open
@@ -55,11 +57,14 @@ class Context:
         resume: whether to continue from the newest snapshot (``snapshot(autoload=...)``).
         data: what the recipe's optional ``load_data(cfg)`` returned (None without one);
             it runs before anything is written, so bad data leaves ``out`` untouched.
+        comm: the communicator (a single-process one unless torchrun started several
+            processes and the recipe sets ``DATA_PARALLEL = True``).
     """
     out: str
     device: torch.device
     resume: bool
     data: Any = None
+    comm: Any = dataclasses.field(default_factory=SingleProcessCommunicator)
 
     def path(self, *parts: str) -> str:
         """A path inside the output directory."""
@@ -197,11 +202,41 @@ def prepare(recipe: ModuleType, args: argparse.Namespace) -> Dict[str, Any]:
     return cfg
 
 
+def communicator_for(recipe: ModuleType) -> Any:
+    """The communicator of this process: data-parallel under torchrun for a recipe that
+    supports it (``DATA_PARALLEL = True``); refused for one that does not."""
+    if int(os.environ.get('WORLD_SIZE', '1') or 1) > 1 and launched_by_torchrun():
+        if not getattr(recipe, 'DATA_PARALLEL', False):
+            raise ConfigError(f'recipe {recipe.NAME!r} does not run data-parallel; launch it '
+                              'as one process (without torchrun)')
+        return create_communicator()
+    return SingleProcessCommunicator()
+
+
 def execute(recipe: ModuleType, args: argparse.Namespace) -> int:
     cfg = prepare(recipe, args)
     device = resolve_device(cfg['device']) if 'device' in cfg else torch.device('cpu')
     load_data = getattr(recipe, 'load_data', None)
     data = load_data(cfg) if load_data is not None else None
+    comm = communicator_for(recipe)   # every rank has checked everything by now
+    if comm.size > 1 and device.type == 'cuda':
+        device = comm.device          # cuda:LOCAL_RANK
+    try:
+        if comm.rank == 0:
+            _write_config(args, cfg)
+        comm.barrier()                # out/ and config.yaml exist for every rank
+        with _quiet_unless(comm.rank == 0):   # one terminal output: rank 0's
+            summary = recipe.run(cfg, Context(args.out, device, args.resume, data, comm))
+            if comm.rank == 0:
+                path = os.path.join(args.out, 'summary.json')
+                write_json(summary, path)
+                print(f'summary -> {path}')
+    finally:
+        comm.finalize()
+    return 0
+
+
+def _write_config(args: argparse.Namespace, cfg: Dict[str, Any]) -> None:
     try:
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, 'config.yaml')
@@ -210,11 +245,15 @@ def execute(recipe: ModuleType, args: argparse.Namespace) -> int:
     except OSError as e:
         raise OutputDirError(f'cannot write to the output directory {args.out!r}: '
                              f'{e.strerror or e}; choose a writable --out') from None
-    summary = recipe.run(cfg, Context(args.out, device, args.resume, data))
-    path = os.path.join(args.out, 'summary.json')
-    write_json(summary, path)
-    print(f'summary -> {path}')
-    return 0
+
+
+@contextlib.contextmanager
+def _quiet_unless(talk: bool) -> Iterator[None]:
+    if talk:
+        yield
+        return
+    with open(os.devnull, 'w') as devnull, contextlib.redirect_stdout(devnull):
+        yield
 
 
 def _same_config(path: str, cfg: Dict[str, Any]) -> bool:

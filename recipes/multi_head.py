@@ -41,6 +41,7 @@ from trainerlib.updaters import MultiHeadUpdater
 from trainerlib.updaters.multi_head_updater import Head, select
 
 NAME = 'multi_head'
+DATA_PARALLEL = True   # runs under torchrun: train.batch_size is per rank
 DEFAULTS: Dict[str, Any] = {
     'dataset': Choice('mnist-test', 'kmnist-test', 'digits'),
     'seed': 0,               # initial weights and batch order
@@ -218,12 +219,16 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     optimizers = {'trunk': torch.optim.Adam(trunk.parameters(), lr=tcfg['lr'])}
     optimizers.update({name: torch.optim.Adam(h.module.parameters(), lr=tcfg['head_lr'])
                        for name, h in heads.items()})
-    updater = MultiHeadUpdater(SerialIterator(train, tcfg['batch_size']), trunk, heads,
-                               optimizers, device=device)
+    comm = ctx.comm   # under torchrun: train.batch_size per rank, the test set shared out
+    if comm.size > 1:
+        print(f"data parallel: {comm.size} ranks x batch {tcfg['batch_size']} = global batch "
+              f"{comm.size * tcfg['batch_size']}")
+    updater = MultiHeadUpdater(SerialIterator(train, tcfg['batch_size'], comm=comm), trunk,
+                               heads, optimizers, device=device)
     epochs = tcfg['epochs']
-    trainer = Trainer(updater, (epochs, 'epoch'), out=ctx.out)
+    trainer = Trainer(updater, (epochs, 'epoch'), out=ctx.out, comm=comm)
 
-    test_iter = SerialIterator(test, 500, repeat=False, shuffle=False)
+    test_iter = SerialIterator(test, 500, repeat=False, shuffle=False, comm=comm)
     targets = {'main': trunk, **{name: h.module for name, h in heads.items()}}
     trainer.extend(E.Evaluator(test_iter, targets, device=device,
                                eval_func=make_eval_func(trunk, heads)))
@@ -241,7 +246,8 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
                                  out=sys.stdout))
     trainer.extend(E.ProgressBar(out=sys.stdout))
     trainer.run()
-    plot_samples(trunk, heads, test, ctx.path('samples.png'))
+    if comm.rank == 0:
+        plot_samples(trunk, heads, test, ctx.path('samples.png'))
 
     last = trainer.get_extension('LogReport').log[-1]
     accuracies = {name: last[f'validation/{name}/accuracy'] for name in heads}

@@ -1,4 +1,10 @@
 """Data-parallel training on 2 gloo ranks: equivalence with one process, roles, the DDP hook."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -113,3 +119,48 @@ def test_loss_func_cannot_be_made_data_parallel_silently():
                               loss_func=lambda x, y: model(x, y))
     with pytest.raises(ValueError, match="pass the module that returns the loss as model="):
         updater.setup_data_parallel(TwoRanks())
+
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = {
+    'classify': ['--set', 'dataset=digits', '--set', 'model=mlp', '--set', 'train.epochs=2'],
+    'multi_head': ['--set', 'dataset=digits', '--set', 'data.positions=2',
+                   '--set', 'data.train_size=256', '--set', 'data.test_size=64',
+                   '--set', 'train.batch_size=32', '--set', 'train.epochs=1'],
+}
+
+
+def torchrun(args, timeout=240):
+    """``torchrun --standalone --nproc-per-node=2 -m <args>``; bounded by ``timeout`` seconds."""
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+               '--nproc-per-node=2', '-m', *args]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
+    try:
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f'torchrun {" ".join(args)} did not exit within {timeout} s; '
+                             f'its output so far: {e.stdout!r} {e.stderr!r}') from None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('recipe', sorted(RECIPES))
+def test_recipe_runs_unchanged_under_torchrun(tmp_path, recipe):
+    out = tmp_path / 'out'
+    proc = torchrun([f'recipes.{recipe}', *RECIPES[recipe], '--out', str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('data parallel: 2 ranks x batch') == 1   # one terminal output
+    assert proc.stdout.count('summary -> ') == 1
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary
+    log_dir = out / 'mlp' if recipe == 'classify' else out
+    log = json.loads((log_dir / 'log').read_text())
+    assert log and all('main/loss' in e for e in log)
+
+
+def test_a_recipe_that_is_not_data_parallel_is_refused_under_torchrun(tmp_path):
+    proc = torchrun(['recipes.init_study', '--out', str(tmp_path / 'o')])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert proc.returncode != 0 and len(errors) == 2      # one line from each rank
+    assert all("does not run data-parallel; launch it as one process" in e for e in errors)
+    assert not (tmp_path / 'o').exists()

@@ -12,9 +12,9 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 
 from trainerlib import reporter as reporter_module
-from trainerlib.distributed.roles import checked_comm, runs_on_every_rank
-from trainerlib.distributed.seeding import derive_rank_streams
 from trainerlib._state import load_into, state_of
+from trainerlib.distributed.roles import checked_comm, for_this_rank
+from trainerlib.distributed.seeding import derive_rank_streams
 from trainerlib.errors import OutputDirError, SnapshotMismatchError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension, as_extension
 from trainerlib.preemption import Preempted, Preemption
@@ -169,8 +169,10 @@ class Trainer:
         if self._done or self._running:
             raise RuntimeError('a Trainer can run only once; build a new one to train again')
         self._prepare_out()
-        entries = [e for e in sorted(self._extensions.values(), key=lambda e: -e.priority)
-                   if self.comm.rank == 0 or runs_on_every_rank(e.extension)]  # stable
+        entries = sorted(self._extensions.values(), key=lambda e: -e.priority)  # stable
+        if self.comm.rank != 0:   # rank-0-only extensions do nothing here; triggers still run
+            entries = [_Entry(for_this_rank(e.extension, self.comm.rank), e.trigger, e.priority,
+                              e.call_before_training) for e in entries]
         regular = [e for e in entries if e.priority > PRIORITY_SNAPSHOT]
         last = [e for e in entries if e.priority <= PRIORITY_SNAPSHOT]
         self._running = True

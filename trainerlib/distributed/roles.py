@@ -20,6 +20,47 @@ def runs_on_every_rank(extension: Any) -> bool:
     return not getattr(extension, 'rank0_only', False) or getattr(extension, 'collective', False)
 
 
+class SkippedOnThisRank:
+    """Stands for a rank-0-only extension on another rank: calls and lifecycle hooks do
+    nothing, but its trigger is still asked there (a trigger such as MaxValueTrigger
+    reduces across ranks at its checks, so every rank must ask it), and its state is
+    the extension's own."""
+
+    def __init__(self, extension: Any) -> None:
+        self.extension = extension
+
+    def __call__(self, trainer: Any) -> None:
+        pass
+
+    def initialize(self, trainer: Any) -> None:
+        pass
+
+    def finalize(self, trainer: Any = None) -> None:
+        pass
+
+    def on_error(self, trainer: Any, exc: BaseException, tb: Any) -> None:
+        pass
+
+    def on_preemption(self, trainer: Any) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return self.extension.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.extension.load_state_dict(state)
+
+    @property
+    def name(self) -> Any:
+        return self.extension.name
+
+
+def for_this_rank(extension: Any, rank: int) -> Any:
+    """``extension`` itself, or a :class:`SkippedOnThisRank` where it must not run."""
+    return extension if rank == 0 or runs_on_every_rank(extension) \
+        else SkippedOnThisRank(extension)
+
+
 def checked_comm(comm: Any) -> SingleProcessCommunicator:
     """``comm``, or a single-process communicator when None — unless torchrun started
     several processes, which without a communicator would train independent copies
