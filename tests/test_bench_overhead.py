@@ -310,3 +310,11 @@ def test_sync_check_reports_other_failures_instead_of_crashing(monkeypatch):
                                              True, FakeSyncDebug(monkeypatch), extra=[breaks])
     assert result.startswith('ERROR ValueError after 7 completed updates: broken extension (')
     assert 'in breaks' in result
+
+
+def test_ddp_mode_compares_the_default_stack_with_a_hand_ddp_loop(capsys):
+    assert bench.main(['--ddp', '--iterations', '220', '--rounds', '1']) == 0
+    out = capsys.readouterr().out
+    assert '(h) DDP on 2 gloo ranks' in out and 'hand DDP loop' in out
+    ratio = float(re.search(r'default under DDP .* ratio (\d+\.\d+)', out).group(1))
+    assert ratio > 0

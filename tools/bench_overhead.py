@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # the _bench_* modules
 
+import _bench_ddp  # noqa: E402
 import _bench_loader  # noqa: E402
 import _bench_own  # noqa: E402
 import _bench_peers  # noqa: E402
@@ -178,6 +179,9 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         'of the contestants above (see tools/_bench_pieces.py)')
     parser.add_argument('--profile', metavar='NAME',
                         help='only profile this contestant against hand on the MLP')
+    parser.add_argument('--ddp', action='store_true',
+                        help='only compare the default stack under DDP with a hand-written DDP '
+                        'loop on 2 gloo ranks (see tools/_bench_ddp.py)')
     parser.add_argument('--check-sync', action='store_true',
                         help='only check that the default stack does not sync on CUDA')
     args = parser.parse_args(argv)
@@ -202,6 +206,11 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     use_clock(args.clock)
     workloads = [make_workload(name) for name in args.workloads]
+    if args.ddp:
+        print(f'load average at start: {load()}')
+        print('\n'.join(_bench_ddp.measure(args.iterations, args.rounds)))
+        print(f'load average at end: {load()}')
+        return 0
     if args.check_sync:
         lines = check_sync(workloads)
         print('\n'.join(lines))
