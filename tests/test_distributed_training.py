@@ -164,3 +164,36 @@ def test_a_recipe_that_is_not_data_parallel_is_refused_under_torchrun(tmp_path):
     assert proc.returncode != 0 and len(errors) == 2      # one line from each rank
     assert all("does not run data-parallel; launch it as one process" in e for e in errors)
     assert not (tmp_path / 'o').exists()
+
+
+def _worker_run(tmp_path, name, launches, timeout=240):
+    """Start every torchrun command of ``launches`` at once; wait (bounded) for all."""
+    out = tmp_path / name
+    worker = str(REPO / 'tests' / 'dist_train_worker.py')
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    procs = [subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', *args, worker,
+                               str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for args in launches]
+    for proc in procs:
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise AssertionError(f'{name}: torchrun did not exit within {timeout} s') from None
+        assert proc.returncode == 0, output[-3000:]
+    return (torch.load(out / 'final.pt', weights_only=True),
+            json.loads((out / 'log').read_text()))
+
+
+@pytest.mark.slow
+def test_two_simulated_nodes_end_bit_identical_to_one_node(tmp_path):
+    from tests.dist_helpers import free_port
+    one_node = _worker_run(tmp_path, 'one', [['--standalone', '--nproc-per-node=2']])
+    port = free_port()
+    node = ['--nnodes=2', '--nproc-per-node=1', '--rdzv-backend=c10d',
+            f'--rdzv-endpoint=127.0.0.1:{port}', '--rdzv-id=trainerlib-test']
+    two_nodes = _worker_run(tmp_path, 'two', [node + ['--local-addr=127.0.0.1']] * 2)
+    assert all(torch.equal(a, b) for a, b in zip(one_node[0], two_nodes[0]))
+    strip = [{k: v for k, v in e.items() if k != 'elapsed_time'} for e in one_node[1]]
+    assert strip == [{k: v for k, v in e.items() if k != 'elapsed_time'} for e in two_nodes[1]]
