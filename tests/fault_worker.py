@@ -137,6 +137,7 @@ def main() -> int:
         print(f'started at iteration {tr.updater.iteration}', flush=True)
 
     def hang(tr):
+        print('hanging in on_preemption', flush=True)
         time.sleep(args.hang_on_preemption)
 
     ext = FunctionExtension(each_iteration, trigger=(1, 'iteration'), priority=1000,

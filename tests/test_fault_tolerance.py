@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,14 +36,37 @@ def run_worker(out, *args, timeout=120, check=True):
     return proc
 
 
+WAIT = 120.0   # seconds: the bound of every wait for a worker's state (a busy machine)
+
+
+def read_until(proc, prefix, timeout=WAIT):
+    """The first line of the worker's stdout that starts with ``prefix``; fails (and kills
+    the worker) after ``timeout`` seconds, naming what it waited for."""
+    found = []
+
+    def scan():
+        for line in proc.stdout:
+            if line.startswith(prefix):
+                found.append(line)
+                return
+
+    reader = threading.Thread(target=scan, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        proc.kill()
+        reader.join(30)
+        raise AssertionError(f'waited {timeout} s for the worker to print {prefix!r}')
+    if not found:
+        raise AssertionError(f'the worker ended ({proc.wait()}) before printing {prefix!r}')
+    return found[0]
+
+
 def start_worker(out, *args):
     """Start the worker and return once it has completed its first iteration."""
     proc = subprocess.Popen([sys.executable, WORKER, str(out), '--iterations', str(ITERATIONS),
                              *args], stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith('iteration'):
-            return proc, line
-    raise AssertionError(f'the worker ended before its first iteration ({proc.wait()})')
+    return proc, read_until(proc, 'iteration')
 
 
 def started_at(proc):
@@ -175,7 +199,7 @@ def test_external_sigterm_and_sigint(tmp_path, reference):
 def test_second_signal_aborts_at_once(tmp_path):
     proc, _ = start_worker(tmp_path, '--sleep', '0.05', '--hang-on-preemption', '60')
     proc.send_signal(signal.SIGTERM)
-    time.sleep(1.0)
+    read_until(proc, 'hanging in on_preemption')
     assert proc.poll() is None  # still finishing (hangs in on_preemption)
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -195,10 +219,12 @@ def test_grace_period_ends_a_stuck_shutdown(tmp_path):
 def test_corrupt_newest_snapshot_is_skipped_with_a_reason(tmp_path, reference):
     out = tmp_path / 'run'
     assert run_worker(out, '--kill-at', '40:update').returncode == -signal.SIGKILL
-    # snapshot 36 may still have been in the writer thread at the kill: then 30 is newest
+    # snapshot 36 may still have been in the writer thread at the kill (then 30 is newest),
+    # and the kill may land after a new snapshot was committed and before the oldest was
+    # deleted (the design allows it: three files for a moment)
     snapshots = snapshot_files(out)
-    assert all(snapshots.values()) and max(snapshots) in (30, 36) and len(snapshots) == 2
-    newest, previous = sorted(snapshots, reverse=True)
+    assert all(snapshots.values()) and max(snapshots) in (30, 36) and len(snapshots) in (2, 3)
+    newest, previous = sorted(snapshots, reverse=True)[:2]
     path = out / f'snapshot_iter_{newest}'
     path.write_bytes(path.read_bytes()[:1000])
     proc = run_worker(out)
