@@ -97,17 +97,26 @@ def report_rank_values(trainer):
     trainer.observation['main/n'] = value(rank, it + 2)                        # a Python float
 
 
+class MSELoss(torch.nn.Module):
+    """The module that returns the loss (what StandardUpdater forwards through DDP)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, a, b):
+        return torch.nn.functional.mse_loss(self.net(a), b)
+
+
 def log_report_worker(comm, root):
     torch.manual_seed(comm.rank)
     x = torch.randn(12, 3)
-    model = torch.nn.Linear(3, 1)
+    model = MSELoss(torch.nn.Linear(3, 1))
     updater = StandardUpdater(SerialIterator(TensorDataset(x, x.sum(1, keepdim=True)), 3, seed=0),
-                              torch.optim.SGD(model.parameters(), lr=0.1), model,
-                              loss_func=lambda a, b: torch.nn.functional.mse_loss(model(a), b))
+                              torch.optim.SGD(model.parameters(), lr=0.1), model)
     out = os.path.join(root, f'rank{comm.rank}')
     log = E.LogReport(trigger=(3, 'iteration'), write_interval=0)
-    trainer = Trainer(updater, (9, 'iteration'), out=out)
-    trainer.comm = comm
+    trainer = Trainer(updater, (9, 'iteration'), out=out, comm=comm)
     trainer.extend(report_rank_values)
     trainer.extend(log)
     trainer.run()

@@ -13,6 +13,7 @@ import torch
 
 from trainerlib import reporter as reporter_module
 from trainerlib._state import load_into, state_of
+from trainerlib.distributed import control as control_module
 from trainerlib.distributed.roles import checked_comm, for_this_rank
 from trainerlib.distributed.seeding import derive_rank_streams
 from trainerlib.errors import OutputDirError, SnapshotMismatchError
@@ -175,6 +176,15 @@ class Trainer:
                               e.call_before_training) for e in entries]
         regular = [e for e in entries if e.priority > PRIORITY_SNAPSHOT]
         last = [e for e in entries if e.priority <= PRIORITY_SNAPSHOT]
+        # W ranks: the agreed stop check is one more scheduled entry, after the
+        # regular extensions and before the snapshot-priority ones (not registered:
+        # it has no state and no name in snapshots)
+        self._control = (control_module.StopCheck(self.comm, self.preemption)
+                         if self.comm.size > 1 and self.preemption is not None else None)
+        if self._control is not None:
+            regular = regular + [_Entry(control_module.Nothing(), self._control,
+                                        PRIORITY_SNAPSHOT + 1, False)]
+            control_module.clear_record(self)
         self._running = True
         self._start_at = time.perf_counter()
         failed, signum = False, None
@@ -184,7 +194,7 @@ class Trainer:
                 self._initialize(entries)
                 if self.comm.size > 1 and self.updater.iteration == 0:
                     derive_rank_streams(self.comm.rank)   # a fresh run: replicas built equal
-                self._loop(regular, last)
+                self._loop(regular, last, self._control)
                 signum = self._signal_received()
                 if signum is not None:
                     self._preempt(entries)
@@ -197,10 +207,21 @@ class Trainer:
                 self._running, self._done = False, True
                 self._finalize(entries, failed)
         if signum is not None:
+            if self._control is not None:
+                control_module.report_preempted(self, signum)
             raise Preempted(signum, self.updater.iteration)
+        if self._control is not None and self.preemption.received is not None:
+            sys.stderr.write(f'trainerlib: rank {self.comm.rank} received signal '
+                             f'{self.preemption.received} after the last stop check; the '
+                             'run had reached its stop trigger and completed\n')
 
     def _signal_received(self) -> Optional[int]:
-        return None if self.preemption is None else self.preemption.received
+        """The signal that stops this run: this process's (one process) or the one the
+        ranks agreed on (W ranks; a signal after the last check is not agreed)."""
+        if self.preemption is None:
+            return None
+        control = getattr(self, '_control', None)
+        return self.preemption.received if control is None else control.received
 
     def _preempt(self, entries: List[_Entry]) -> None:
         for entry in entries:
@@ -219,12 +240,17 @@ class Trainer:
                 for entry in before:
                     entry.extension(self)
 
-    def _loop(self, regular: List[_Entry], last: List[_Entry]) -> None:
+    def _loop(self, regular: List[_Entry], last: List[_Entry], control: Any = None) -> None:
         updater = self.updater
         update = updater.update
         reporter = self.reporter
-        preemption = self.preemption or Preemption(signals=())  # never receives
+        # what ends the loop after an iteration: this process's signal flag, or under W
+        # ranks the agreed one (set only by the stop check, an entry of ``regular``)
+        preemption = control if control is not None else (
+            self.preemption or Preemption(signals=()))  # never receives
         start = updater.iteration
+        if control is not None:
+            control.start(start)
         # the stop trigger is asked before the update (first at ``start`` itself), the
         # extensions' triggers after it; a resumed run asks them at the same iterations
         stop = TriggerSchedule(self.stop_trigger, after_update=False)
@@ -266,6 +292,21 @@ class Trainer:
 
     def _on_error(self, entries: List[_Entry], exc: BaseException) -> None:
         tb = exc.__traceback__
+        if self.comm.size > 1:
+            # a rank may fail alone (its peers then fail in their next collective):
+            # whether all failed at one point cannot be known, so no extension that
+            # calls collectives, and no snapshot_on_error (a set written by some
+            # ranks would be a snapshot of a half-done iteration), is asked
+            skipped = [e for e in entries if getattr(e.extension, 'collective', False)
+                       or getattr(e.extension, 'snapshot_on_error', False)]
+            named = [e for e in skipped                     # those that do something there
+                     if getattr(type(e.extension), 'on_error', None) is not Extension.on_error]
+            if named:
+                sys.stderr.write(
+                    f'trainerlib: rank {self.comm.rank} of {self.comm.size} failed; on_error '
+                    f'of {", ".join(repr(e.extension.name) for e in named)} skipped '
+                    '(collective, or snapshot_on_error: not written under several ranks)\n')
+            entries = [e for e in entries if e not in skipped]
         for entry in entries:
             try:
                 entry.extension.on_error(self, exc, tb)

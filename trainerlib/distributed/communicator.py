@@ -113,8 +113,9 @@ class Communicator(SingleProcessCommunicator):
         self.inter_size = max(1, self.size // max(1, self.intra_size))
         self.device = (torch.device('cuda', self.intra_rank) if self.backend == 'nccl'
                        else torch.device('cpu'))
-        self._control = (dist.new_group(backend='gloo', timeout=control_timeout)
-                         if self.backend != 'gloo' else None)
+        # its own gloo group, also under gloo: small agreements never wait behind the
+        # training's collectives, and a dead peer surfaces after control_timeout
+        self._control = dist.new_group(backend='gloo', timeout=control_timeout)
 
     def allreduce(self, tensor: torch.Tensor, op: str = 'sum') -> torch.Tensor:
         self.counts['allreduce'] += 1
