@@ -15,7 +15,8 @@ from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.serialization import remove_partial_files
 from trainerlib.strict_json import strict_record
-from trainerlib.summary import DictSummary, allreduce_dict_summary
+from trainerlib.summary import DictSummary
+from trainerlib.summary_reduce import allreduce_dict_summary
 from trainerlib.text_writer import BackgroundTextWriter
 from trainerlib.triggers.schedule import TriggerSchedule, next_fire
 

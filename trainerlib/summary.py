@@ -6,7 +6,7 @@ once per log line. Every ``FOLD_EVERY`` values the pending list is folded into
 device-side running sums (one kernel, still no sync) to bound memory.
 
 Across ranks (data-parallel training) the state is additive: each rank keeps its own
-(Σw·x, Σw·x², Σw) and :func:`allreduce_summaries` (``DictSummary.allreduce``,
+(Σw·x, Σw·x², Σw) and :func:`trainerlib.summary_reduce.allreduce_summaries` (``DictSummary.allreduce``,
 ``Summary.allreduce``) sums them in one packed float64 all-reduce when a result is
 needed, so every rank computes the mean a single process would over the union of all
 ranks' values. With one process these return at once and nothing changes.
@@ -14,10 +14,9 @@ ranks' values. With one process these return at once and nothing changes.
 from __future__ import annotations
 
 import collections
-import hashlib
 import numbers
 import operator
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -143,6 +142,7 @@ class Summary:
         """
         if comm is None or getattr(comm, 'size', 1) <= 1:
             return self
+        from trainerlib.summary_reduce import allreduce_summaries
         reduced, _ = allreduce_summaries({'': self}, comm, keys=('',))
         return reduced.get('', Summary())
 
@@ -283,6 +283,7 @@ class DictSummary:
         """
         if comm is None or getattr(comm, 'size', 1) <= 1:
             return self
+        from trainerlib.summary_reduce import allreduce_dict_summary
         reduced, _ = allreduce_dict_summary(self, comm, keys)
         return reduced
 
@@ -296,112 +297,3 @@ class DictSummary:
             self._summaries[key] = Summary()
             self._summaries[key].load_state_dict(sub)
 
-
-# ------------------------------------------------------------------ across ranks
-
-_SLOTS = 4   # per key: sum w*x, sum w*x*x, sum w, number of ranks that reported it
-
-
-def _key_hash(keys: Sequence[str]) -> int:
-    """A hash of the sorted key list that is the same in every process (unlike
-    ``hash(str)``), small enough to negate in an int64."""
-    digest = hashlib.blake2b('\0'.join(keys).encode('utf-8'), digest_size=7).digest()
-    return int.from_bytes(digest, 'little')
-
-
-def _agreed_keys(names: List[str], comm: Any) -> List[str]:
-    """The sorted union of every rank's keys: a header all-reduce (count and hash, as the
-    MAX of (v, -v) so a difference shows), and an all-gather only when they differ."""
-    h = _key_hash(names)
-    header = torch.tensor([len(names), -len(names), h, -h], dtype=torch.int64)
-    comm.control_allreduce(header, op='max')
-    count, minus_count, hmax, minus_hmin = header.tolist()
-    if count == -minus_count and hmax == -minus_hmin:
-        return names
-    union = set()
-    for theirs in comm.allgather_obj(names):
-        union.update(theirs)
-    return sorted(union)
-
-
-def _flat_totals(summary: Optional[Summary], key: str) -> List[Any]:
-    if summary is None or not len(summary):
-        return [0.0] * _SLOTS
-    x, x2, n = summary._totals()
-    if isinstance(x, torch.Tensor) and x.ndim != 0:
-        raise ValueError(f'summary {key!r}: only scalar summaries can be reduced across ranks, '
-                         f'this one holds tensors of shape {tuple(x.shape)}')
-    return [x, x2, n, 1.0]
-
-
-def _pack(flat: List[Any], device: torch.device) -> torch.Tensor:
-    """One float64 tensor on ``device`` of numbers and 0-d tensors (no sync when the
-    tensors are already there: the numbers go in one copy, the tensors in one kernel)."""
-    is_tensor = [isinstance(v, torch.Tensor) for v in flat]
-    payload = torch.tensor([0.0 if t else float(v) for v, t in zip(flat, is_tensor)],
-                           dtype=torch.float64, device=device)
-    where = [i for i, t in enumerate(is_tensor) if t]
-    if where:
-        payload[torch.tensor(where, device=device)] = torch.stack(
-            [flat[i].detach().to(device, torch.float64) for i in where])
-    return payload
-
-
-def allreduce_summaries(summaries: Dict[str, Summary], comm: Any,
-                        keys: Optional[Iterable[str]] = None,
-                        extras: Sequence[float] = ()) -> Tuple[Dict[str, Summary], List[float]]:
-    """Sum the summaries of every rank: ``(summaries, extras)``, the same on every rank.
-
-    Each rank's additive state (Σw·x, Σw·x², Σw of each key, pending values folded in,
-    plus the ``extras`` numbers) travels in ONE float64 tensor in sorted-key order,
-    all-reduced with SUM once; the means and standard deviations of the result are then
-    those of a single process over the union of all ranks' values (in float64; the sums
-    are taken in another order, so the last bits can differ from a one-process run).
-
-    ``keys`` given (the same on every rank): that layout, with a count per key, so a key
-    no rank reported is left out of the result: one collective. Else the union of the
-    ranks' keys, agreed by a small header all-reduce (and an all-gather of the key lists
-    only when they differ; a rank without a key adds zeros): two collectives. The
-    ``extras`` are summed too (e.g. rank 0's clock, the others adding 0.0); every rank
-    must pass as many. The result keeps this rank's key order, then the keys it lacked
-    (sorted). With one process the summaries are returned as they are.
-    """
-    extras = [float(e) for e in extras]
-    if comm is None or getattr(comm, 'size', 1) <= 1:
-        return summaries, extras
-    if keys is not None:
-        names = sorted(set(keys))
-    else:
-        names = _agreed_keys(sorted(k for k, s in summaries.items() if len(s)), comm)
-    device = getattr(comm, 'device', None) or torch.device('cpu')
-    flat: List[Any] = []
-    for key in names:
-        flat.extend(_flat_totals(summaries.get(key), key))
-    flat.extend(extras)
-    if not flat:
-        return {}, []
-    payload = _pack(flat, device)
-    comm.allreduce(payload, op='sum')
-    values = payload.cpu().tolist()   # the one host sync of a reduction
-    totals = {}
-    for i, key in enumerate(names):
-        x, x2, n, ranks = values[i * _SLOTS:(i + 1) * _SLOTS]
-        if ranks > 0:
-            totals[key] = Summary._of_totals(x, x2, n)
-    ordered = {k: totals[k] for k in summaries if k in totals}
-    ordered.update((k, s) for k, s in totals.items() if k not in ordered)
-    return ordered, values[len(names) * _SLOTS:]
-
-
-def allreduce_dict_summary(summary: DictSummary, comm: Any,
-                           keys: Optional[Iterable[str]] = None,
-                           extras: Sequence[float] = ()) -> Tuple[DictSummary, List[float]]:
-    """:func:`allreduce_summaries` of a :class:`DictSummary`: ``(reduced, extras)``.
-    With one process, ``(summary, extras)`` unchanged."""
-    if comm is None or getattr(comm, 'size', 1) <= 1:
-        return summary, [float(e) for e in extras]
-    summary._absorb()
-    totals, extras = allreduce_summaries(summary._summaries, comm, keys, extras)
-    reduced = DictSummary()
-    reduced._summaries = totals
-    return reduced, extras
