@@ -129,10 +129,11 @@ class GANUpdater(Updater):
     def update_discriminator(self, real: torch.Tensor) -> None:
         """One D step on ``real`` and a detached fake batch of the same size."""
         zero_grads([self.dis_opt])
+        dis = self.ddp('dis')   # DDP averages D's gradients under several ranks
         with self.amp.autocast():
             with torch.no_grad():   # the fake batch is detached: G gets nothing from D's loss
                 fake = self.gen(self.noise(real.shape[0], real.device))
-            loss = discriminator_loss(self.loss, self.dis(real), self.dis(fake), self.real_label)
+            loss = discriminator_loss(self.loss, dis(real), dis(fake), self.real_label)
             if self.loss == 'wgan-gp':
                 gp = gradient_penalty(self.dis, real, fake)
                 loss = loss + self.gp_weight * gp
@@ -149,8 +150,8 @@ class GANUpdater(Updater):
         if device is None:
             device = next(self.gen.parameters()).device
         zero_grads([self.gen_opt])
-        with requires_grad(self.dis, False), self.amp.autocast():
-            fake = self.gen(self.noise(batch_size, torch.device(device)))
+        with requires_grad(self.dis, False), self.amp.autocast():   # D: the plain module
+            fake = self.ddp('gen')(self.noise(batch_size, torch.device(device)))
             loss = generator_loss(self.loss, self.dis(fake))
         self.amp.scale(loss).backward()
         step_all([self.gen_opt], self.amp)

@@ -42,6 +42,6 @@ class PathSGDUpdater(StandardUpdater):
         optimizer = self.get_optimizer('main')
         zero_grad(optimizer)
         batch = self.converter(next(self.get_iterator('main')), self.device)
-        loss = call_with(self.loss_func or self.get_model('main'), batch)
+        loss = call_with(self.loss_func or self.ddp('main'), batch)   # DDP under W ranks
         loss.backward()
         optimizer.step()
