@@ -41,9 +41,8 @@ Faults: an exception on one rank ends that rank (no control message: it cannot b
 agreed). Its peers then fail in their next collective: gloo raises as soon as the
 dead rank's sockets close; a peer that cannot notice (stuck in NCCL) is ended by
 torchrun, which signals the remaining workers when one fails and kills them after its
-shutdown timeout. Collectives on the control group time out after
-``CONTROL_TIMEOUT`` (60 s) when the main backend is NCCL; when it is gloo they use the
-default group, whose timeout is ``create_communicator(timeout=...)``. Under W > 1 the
+shutdown timeout. Collectives on the control group (always its own gloo group) time
+out after ``CONTROL_TIMEOUT`` (60 s). Under W > 1 the
 trainer does not call ``on_error`` of collective extensions nor of a snapshot with
 ``snapshot_on_error``: whether every rank failed at the same point cannot be known,
 and a set written by some ranks would be a snapshot of a half-done iteration.
