@@ -9,6 +9,7 @@ import threading
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from trainerlib.distributed import commit, commit_load
 from trainerlib.errors import (ConfigError, NonFiniteError, OutputDirError, SnapshotError,
                                SnapshotMismatchError)
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension
@@ -77,6 +78,9 @@ class Snapshot(Extension):
             raise ValueError('n_retains=0 would delete every snapshot; use -1 to keep all')
         self._pattern, self._fields = _parse(filename)
         self._target = target
+        # a trainer snapshot runs on every rank of a W-rank run: it writes a set
+        # (trainerlib.distributed.commit); one of an object is written by rank 0 only
+        self.collective = target is None
         self.filename = filename
         self.n_retains = n_retains
         self.autoload = autoload
@@ -94,6 +98,11 @@ class Snapshot(Extension):
     def _target_of(self, trainer) -> Any:
         return trainer if self._target is None else self._target
 
+    def _set_comm(self, trainer) -> Any:
+        """The communicator when this writes snapshot sets (a trainer on W > 1 ranks)."""
+        comm = getattr(trainer, 'comm', None) if self._target is None else None
+        return comm if comm is not None and comm.size > 1 else None
+
     def __call__(self, trainer) -> None:
         if self._condition is None or self._condition():
             self.write(trainer, background=self.background)
@@ -110,13 +119,21 @@ class Snapshot(Extension):
         path = os.path.join(trainer.out, self.filename.format(trainer))
         target = self._target_of(trainer)
         iteration = trainer.updater.iteration
-        data = dump_state(target.state_dict(), iteration=iteration, target=target_record(target))
+        comm = self._set_comm(trainer)
+        header = None
+        if comm is not None:   # ranks >= 1 write their files now; rank 0 commits below
+            header = commit.write_set(comm, trainer, path, iteration)
+            if comm.rank:
+                self._last_path = path
+                return path
+        data = dump_state(target.state_dict(), iteration=iteration, target=target_record(target),
+                          snapshot_set=header)
         self._last_path = path
         if not background:
-            self._save(data, path, iteration)
+            self._save(data, path, iteration, header)
             return path
         self._thread = threading.Thread(target=self._save_in_thread,
-                                        args=(data, path, iteration),
+                                        args=(data, path, iteration, header),
                                         name='trainerlib-snapshot', daemon=True)
         self._thread.start()
         return path
@@ -130,21 +147,25 @@ class Snapshot(Extension):
         if error is not None:
             raise error
 
-    def _save_in_thread(self, data: memoryview, path: str, iteration: int) -> None:
+    def _save_in_thread(self, data: memoryview, path: str, iteration: int,
+                        header: Optional[dict] = None) -> None:
         try:
-            self._save(data, path, iteration)
+            self._save(data, path, iteration, header)
         except BaseException as e:  # re-raised in the training thread by wait()
             self._error = e
 
-    def _save(self, data: memoryview, path: str, iteration: int) -> None:
+    def _save(self, data: memoryview, path: str, iteration: int,
+              header: Optional[dict] = None) -> None:
         try:
-            write_file(data, path)
+            write_file(data, path)   # the commit of a set
         except OSError as e:
             error = OutputDirError(f'could not write snapshot {path!r} ({e.strerror or e}); '
                                    'the previous snapshots are intact')
             error.errno = e.errno
             raise error from None
         self._remember(path, iteration, None)
+        if header is not None:
+            commit.prune_stale(path, header)
         if self.n_retains > 0:
             self._remove_old(os.path.dirname(path), keep=os.path.basename(path))
 
@@ -216,10 +237,12 @@ class Snapshot(Extension):
         paths = [p for p in self._existing(out)[0] if os.path.basename(p) != keep]
         for path in paths[:max(0, len(paths) - (self.n_retains - 1))]:
             try:
-                os.remove(path)
+                os.remove(path)   # a set's main file first: the set is then uncommitted
             except OSError:
                 pass
             self._headers.pop(path, None)
+            if self._target is None and os.path.isdir(commit.ranks_dir(path)):
+                commit.remove_rank_files(path)
 
     def _check_fields(self, trainer) -> None:
         """Raise ConfigError unless every field formats to a non-negative integer."""
@@ -249,6 +272,13 @@ class Snapshot(Extension):
     def initialize(self, trainer) -> None:
         self._ready = False
         self._check_fields(trainer)
+        comm = self._set_comm(trainer)
+        if comm is not None:
+            if comm.rank == 0:
+                remove_partial_files(trainer.out, self._pattern.fullmatch)
+            commit_load.initialize(self, trainer, comm)
+            self._ready = True
+            return
         remove_partial_files(trainer.out, self._pattern.fullmatch)
         if self.autoload:
             self._autoload(trainer)
@@ -347,6 +377,16 @@ def snapshot(filename: str = 'snapshot_iter_{.updater.iteration}', *, target: An
     complete iteration. Files left half-written by a killed process (hidden ``.tmp``
     files) are deleted at start. Files get the permissions ``open`` would give
     (``0o666`` less the umask).
+
+    Under a communicator of W > 1 ranks a trainer snapshot is a collective that
+    writes a *set* (see :mod:`trainerlib.distributed.commit`): each rank r >= 1 writes
+    ``<name>.ranks/rank{r}_iter{i}`` (its RNG streams, iterators, extension and
+    trigger states, observation), then rank 0 writes ``<name>`` (its full state and a
+    header with W, the global batch and each rank file's size and sha256): its
+    atomic rename commits the set. Autoload agrees across ranks on the newest set
+    every rank can load and skips damaged ones with a warning on every rank; the
+    main file alone loads in a single process (``load_snapshot``). A single process
+    writes exactly one file, as before.
     """
     return Snapshot(target, filename, n_retains, autoload, snapshot_on_error, condition,
                     background)

@@ -149,7 +149,8 @@ def _on_cpu(state: Any) -> Any:
 
 
 def dump_state(state: Any, *, iteration: Optional[int] = None,
-               target: Optional[Mapping[str, Any]] = None) -> memoryview:
+               target: Optional[Mapping[str, Any]] = None,
+               snapshot_set: Optional[Mapping[str, Any]] = None) -> memoryview:
     """The bytes of a snapshot file holding ``state``, serialized now.
 
     The result shares nothing with ``state``: training may go on changing it while
@@ -163,11 +164,18 @@ def dump_state(state: Any, *, iteration: Optional[int] = None,
             snapshots by it).
         target: :func:`~trainerlib.snapshot_compat.target_record` of the object the
             state was taken from (strings and integers), checked on load.
+        snapshot_set: the header of a data-parallel snapshot set (world size, global
+            batch, each rank file's name, size and sha256; see
+            :mod:`trainerlib.distributed.commit`); omitted when None, so a single
+            process writes exactly what it wrote before.
     """
     buffer = io.BytesIO()
-    torch.save({'format': FORMAT, 'version': _version(), 'iteration': iteration,
-                'target': dict(target) if target is not None else None,
-                'state': _on_cpu(state)}, buffer)
+    content = {'format': FORMAT, 'version': _version(), 'iteration': iteration,
+               'target': dict(target) if target is not None else None}
+    if snapshot_set is not None:
+        content['set'] = dict(snapshot_set)
+    content['state'] = _on_cpu(state)
+    torch.save(content, buffer)
     return buffer.getbuffer()
 
 
