@@ -226,3 +226,29 @@ def test_gan_updater_trains_both_models_data_parallel(tmp_path, loss):
                                                   nn.Linear(16, 1))) for p in m.parameters()]
     # both trained (each model's first weight moved; WGAN's critic bias gets no gradient)
     assert not torch.equal(rank0[0], initial[0]) and not torch.equal(rank0[4], initial[4])
+
+
+def count_collectives(comm, out):
+    """Per iteration, the collectives trainerlib itself called (DDP's are not counted)."""
+    from trainerlib.extension import FunctionExtension
+    from trainerlib.preemption import Preemption
+    model, optimizer = build('sgd')
+    updater = StandardUpdater(SerialIterator(dataset(), BATCH, seed=1, comm=comm), optimizer,
+                              model=model)
+    trainer = Trainer(updater, (100, 'iteration'), out=out, comm=comm)
+    trainer.preemption = Preemption(check_every=25)
+    trainer.extend(E.LogReport(trigger=(10, 'iteration')))
+    trainer.extend(E.PrintReport(['iteration', 'main/loss']))
+    trainer.extend(E.ProgressBar())
+    trainer.extend(E.snapshot(), trigger=(50, 'iteration'))
+    totals = []
+    trainer.extend(FunctionExtension(lambda t: totals.append(sum(comm.counts.values())),
+                                     trigger=(1, 'iteration'), priority=-1000))
+    trainer.run()
+    return [b - a for a, b in zip(totals, totals[1:])]   # iterations 2 .. 100
+
+
+def test_collectives_only_where_an_emit_a_check_or_a_snapshot_is_due(tmp_path):
+    for deltas in run_ranks(count_collectives, 2, tmp_path, str(tmp_path / 'out')):
+        expected = [2 * (i % 10 == 0) + (i % 25 == 0) + (i % 50 == 0) for i in range(2, 101)]
+        assert deltas == expected   # log entry: header + payload; stop check: 1; snapshot: 1
