@@ -64,3 +64,22 @@ def run_ranks(fn, world_size, tmp_path, *args, timeout=TIMEOUT):
             raise AssertionError(f'rank {r} failed:\n{value}')
         results.append(value)
     return results
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def torchrun_2(args, timeout=240.0):
+    """``torchrun --standalone --nproc-per-node=2 <args>`` from the repository root, with
+    its output captured; fails naming the command after ``timeout`` seconds."""
+    import subprocess
+    import sys
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+               '--nproc-per-node=2', *map(str, args)]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': REPO}
+    try:
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f'torchrun {" ".join(map(str, args))} did not exit within '
+                             f'{timeout} s; its output so far: {e.stdout!r} {e.stderr!r}') from None

@@ -7,8 +7,6 @@ set fails to restore shows up in the final parameters or the log.
 import json
 import os
 import random
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import torch
 from torch import nn
 
 import extensions as E
-from tests.dist_helpers import run_ranks
+from tests.dist_helpers import run_ranks, torchrun_2
 from trainerlib import Classifier, Trainer
 from trainerlib.datasets import TupleDataset
 from trainerlib.errors import SnapshotError
@@ -212,15 +210,7 @@ def expected_starts(rank, iteration, phase):
 
 
 def launch(out, *args):
-    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
-               '--nproc-per-node=2', WORKER, str(out), *args]
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    try:
-        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f'torchrun {args} did not exit within {LAUNCH_TIMEOUT} s; output: '
-                             f'{e.stdout!r} {e.stderr!r}') from None
+    return torchrun_2([WORKER, out, *args], LAUNCH_TIMEOUT)
 
 
 def worker_result(out):

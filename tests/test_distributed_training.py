@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import extensions as E
-from tests.dist_helpers import run_ranks
+from tests.dist_helpers import run_ranks, torchrun_2
 from trainerlib import Classifier, Trainer
 from trainerlib.datasets import TupleDataset
 from trainerlib.distributed import SingleProcessCommunicator
@@ -132,15 +132,7 @@ RECIPES = {
 
 def torchrun(args, timeout=240):
     """``torchrun --standalone --nproc-per-node=2 -m <args>``; bounded by ``timeout`` seconds."""
-    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
-               '--nproc-per-node=2', '-m', *args]
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
-    try:
-        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f'torchrun {" ".join(args)} did not exit within {timeout} s; '
-                             f'its output so far: {e.stdout!r} {e.stderr!r}') from None
+    return torchrun_2(['-m', *args], timeout)
 
 
 @pytest.mark.slow
