@@ -1,5 +1,5 @@
 """The trainerlib extension library (``import extensions as E``)."""
-from extensions.evaluator import Evaluator
+from extensions.evaluator import Evaluator, create_multi_node_evaluator
 from extensions.exponential_shift import ExponentialShift
 from extensions.fail_on_non_number import FailOnNonNumber
 from extensions.image_grid import ImageGrid
@@ -25,4 +25,5 @@ __all__ = ['Evaluator', 'ExponentialShift', 'FailOnNonNumber', 'ImageGrid', 'Inv
            'LRScheduler', 'LinearShift', 'LogReport', 'MicroAverage', 'MultistepShift',
            'ParameterStatistics', 'PlotReport', 'PolynomialShift', 'PrintReport', 'ProgressBar',
            'Snapshot', 'StepShift', 'TensorBoardReport', 'VariableStatisticsPlot', 'WarmupShift',
-           'observe_lr', 'observe_value', 'snapshot', 'snapshot_object']
+           'create_multi_node_evaluator', 'observe_lr', 'observe_value', 'snapshot',
+           'snapshot_object']

@@ -244,3 +244,40 @@ def test_collectives_only_where_an_emit_a_check_or_a_snapshot_is_due(tmp_path):
     for deltas in run_ranks(count_collectives, 2, tmp_path, str(tmp_path / 'out')):
         expected = [2 * (i % 10 == 0) + (i % 25 == 0) + (i % 50 == 0) for i in range(2, 101)]
         assert deltas == expected   # log entry: header + payload; stop check: 1; snapshot: 1
+
+
+def ported_chainermn_style(comm, accumulate):
+    """A ChainerMN-style script: multi-node optimizer and evaluator, gradient accumulation."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    from trainerlib.distributed import create_multi_node_optimizer
+    model, optimizer = build('adam')
+    optimizer = create_multi_node_optimizer(optimizer, comm)
+    updater = StandardUpdater(SerialIterator(dataset(), 4, seed=1, comm=comm), optimizer,
+                              model=model, accumulate=accumulate)
+    trainer = Trainer(updater, (10, 'iteration'), out=os.path.join(
+        os.environ.get('TMPDIR', '/tmp'), f'port-{os.getpid()}'), comm=comm)
+    calls = []
+
+    def counting_hook(state, bucket):
+        calls.append(1)
+        return allreduce_hook(state, bucket)
+
+    updater.ddp('main').register_comm_hook(None, counting_hook)
+    evaluator = E.create_multi_node_evaluator(
+        E.Evaluator(SerialIterator(dataset(), 7, repeat=False, shuffle=False, comm=comm), model),
+        comm)
+    trainer.extend(evaluator, trigger=(10, 'iteration'))
+    trainer.extend(E.LogReport(trigger=(10, 'iteration'), filename=None))
+    trainer.run()
+    entry = trainer.get_extension('LogReport').log[-1]
+    return ([p.detach().clone() for p in model.parameters()], len(calls),
+            entry['validation/main/loss'])
+
+
+@pytest.mark.parametrize('accumulate', [1, 3])
+def test_chainermn_spellings_and_one_gradient_allreduce_per_update(tmp_path, accumulate):
+    (p0, calls0, val0), (p1, calls1, val1) = run_ranks(ported_chainermn_style, 2, tmp_path,
+                                                       accumulate)
+    assert all(torch.equal(a, b) for a, b in zip(p0, p1))
+    assert calls0 == calls1 == 10     # no_sync: one bucket all-reduce per update, not per batch
+    assert val0 == val1               # the same exact validation mean on both ranks
