@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 
 import torch
@@ -34,15 +33,11 @@ from trainerlib.distributed import commit, create_communicator  # noqa: E402
 from trainerlib.extension import FunctionExtension  # noqa: E402
 from trainerlib.iterators import SerialIterator  # noqa: E402
 from trainerlib.updaters import StandardUpdater  # noqa: E402
+from tests.fault_worker import die, write_half_and_die  # noqa: E402
 
 ITERATIONS = 30
 SNAPSHOT_EVERY = 6
 LOG_EVERY = 7
-
-
-def die() -> None:
-    sys.stdout.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def arm(phase: str, iteration: int) -> None:
@@ -69,11 +64,7 @@ def arm(phase: str, iteration: int) -> None:
 
     def patched_main_write(data, path):
         if phase == 'mid-write' and os.path.basename(path) == main:
-            with serialization.atomic_open(path) as f:
-                f.write(data[:len(data) // 2])
-                f.flush()
-                os.fsync(f.fileno())
-                die()
+            write_half_and_die(data, path)
         return main_write(data, path)
     snapshot_writers.write_file = patched_main_write
     replace = os.replace

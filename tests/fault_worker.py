@@ -46,6 +46,15 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def write_half_and_die(data, path: str) -> None:
+    """Write half of ``data`` to ``path``'s temporary file, flushed and fsynced, then die."""
+    with serialization.atomic_open(path) as f:
+        f.write(data[:len(data) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        die()
+
+
 def arm(phase: str, iteration: int) -> None:
     """Patch the snapshot writing path to SIGKILL this process at ``phase``."""
     target = f'snapshot_iter_{iteration}'
@@ -55,11 +64,7 @@ def arm(phase: str, iteration: int) -> None:
     def tracking_write_file(data, path):
         state['writing'] = os.path.basename(path)
         if phase == 'mid-write' and state['writing'] == target:
-            with serialization.atomic_open(path) as f:
-                f.write(data[:len(data) // 2])
-                f.flush()
-                os.fsync(f.fileno())
-                die()
+            write_half_and_die(data, path)
         return write_file(data, path)
     snapshot_writers.write_file = tracking_write_file
     if phase == 'pre-rename':
