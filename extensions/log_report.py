@@ -16,7 +16,7 @@ from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.serialization import remove_partial_files
 from trainerlib.strict_json import strict_record
 from trainerlib.summary import DictSummary
-from trainerlib.summary_reduce import allreduce_dict_summary
+from trainerlib.summary_reduce import allreduce_dict_summary, reshard_summary_state
 from trainerlib.text_writer import BackgroundTextWriter
 from trainerlib.triggers.schedule import TriggerSchedule, next_fire
 
@@ -175,6 +175,11 @@ class LogReport(Extension):
     def state_dict(self) -> dict:
         return {'log': copy.deepcopy(self.log), 'summary': self._summary.state_dict(),
                 'trigger': state_of(self._trigger)}
+
+    def reshard_state(self, states: List[dict], rank: int) -> dict:
+        """The state to resume from on another world size: the saved ranks' partial
+        sums merged on rank 0, none on the others (see :func:`reshard_summary_state`)."""
+        return reshard_summary_state(states, rank)
 
     def load_state_dict(self, state: dict) -> None:
         self.log[:] = copy.deepcopy(state['log'])   # the same list: readers may hold it

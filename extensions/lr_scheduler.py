@@ -11,6 +11,7 @@ from trainerlib._state import load_into, state_of
 from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.summary import Summary
+from trainerlib.summary_reduce import merge_summary_states, reshard_summary_state
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
 
 # The trainer always steps the scheduler after the update, so this warning can only
@@ -89,6 +90,11 @@ class LRScheduler(Extension):
     def state_dict(self) -> dict:
         return {'scheduler': copy.deepcopy(self.scheduler.state_dict()),
                 'summary': self._summary.state_dict(), 'trigger': state_of(self._trigger)}
+
+    def reshard_state(self, states: List[dict], rank: int) -> dict:
+        """The state to resume from on another world size: the saved ranks' partial
+        sums merged on rank 0, none on the others (see :func:`reshard_summary_state`)."""
+        return reshard_summary_state(states, rank, merge=merge_summary_states)
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state['scheduler'])

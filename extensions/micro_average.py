@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, List
 
 import torch
 from trainerlib import reporter
@@ -101,6 +101,14 @@ class MicroAverage(Extension):
     def state_dict(self) -> dict:
         return {'numerator': _saved(self._numerator), 'denominator': _saved(self._denominator),
                 'trigger': state_of(self._trigger)}
+
+    def reshard_state(self, states: List[dict], rank: int) -> dict:
+        """The state to resume from on another world size: rank 0 the sums of every
+        saved rank it could read, the other ranks none (each value counts once)."""
+        state = dict(states[0])
+        for key in ('numerator', 'denominator'):
+            state[key] = sum((s[key] for s in states), 0) if rank == 0 else 0
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self._numerator, self._denominator = state['numerator'], state['denominator']

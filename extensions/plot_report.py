@@ -10,6 +10,7 @@ from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_READER, Extension, TriggerLike
 from trainerlib.serialization import atomic_open
 from trainerlib.summary import DictSummary
+from trainerlib.summary_reduce import reshard_summary_state
 
 _COUNTERS = ('epoch', 'iteration')
 
@@ -138,6 +139,11 @@ class PlotReport(Extension):
     def state_dict(self) -> dict:
         return {'data': {k: [list(p) for p in v] for k, v in self._data.items()},
                 'summary': self._summary.state_dict(), 'trigger': state_of(self._trigger)}
+
+    def reshard_state(self, states: List[dict], rank: int) -> dict:
+        """The state to resume from on another world size: the saved ranks' partial
+        sums merged on rank 0, none on the others (see :func:`reshard_summary_state`)."""
+        return reshard_summary_state(states, rank)
 
     def load_state_dict(self, state: dict) -> None:
         saved = state['data']

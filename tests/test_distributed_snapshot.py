@@ -16,9 +16,10 @@ from torch import nn
 
 import extensions as E
 from tests.dist_helpers import run_ranks, torchrun_2
-from trainerlib import Classifier, Trainer
+from trainerlib import Classifier, Trainer, reporter
 from trainerlib.datasets import TupleDataset
 from trainerlib.errors import SnapshotError
+from trainerlib.extension import PRIORITY_WRITER, FunctionExtension
 from trainerlib.iterators import SerialIterator
 from trainerlib.serialization import load_snapshot, load_state
 from trainerlib.updaters import StandardUpdater
@@ -167,6 +168,49 @@ def test_a_two_rank_set_loads_in_a_single_process(tmp_path):
         assert torch.equal(model.state_dict()[key], value), key
     assert trainer.get_extension('LogReport').log == \
         saved['state']['extensions']['LogReport']['log']
+
+
+# ---- another world size: the partial sums of the log count each value once ------------
+
+def probed_run(comm, out, stop, batch):
+    """Run (autoloading) to ``stop`` reporting ``probe = 10 * iteration + rank`` each
+    iteration; the LogReport's log (probe means only) and the warnings."""
+    torch.set_num_threads(1)
+    trainer, _ = build(comm, out, stop, batch=batch)
+    rank = 0 if comm is None else comm.rank
+
+    def probe(tr):
+        reporter.report({'probe': float(10 * tr.updater.iteration + rank)})
+    trainer.extend(FunctionExtension(probe, trigger=(1, 'iteration'), priority=PRIORITY_WRITER),
+                   name='probe')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        trainer.run()
+    log = [(e['iteration'], e['probe']) for e in trainer.get_extension('LogReport').log]
+    return log, [str(w.message) for w in caught]
+
+
+def probe_mean(ranks_of):
+    """The exact mean of the probes of iterations 15..21 (the entry at 21), given the
+    ranks that ran each iteration."""
+    values = [10 * i + r for i in range(15, 22) for r in ranks_of(i)]
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize('before, after', [(2, 1), (1, 2)])
+def test_resume_on_another_world_size_counts_each_partial_value_once(tmp_path, before, after):
+    out = str(tmp_path / 'out')
+    if before == 2:
+        run_ranks(probed_run, 2, tmp_path, out, STOP, BATCH)
+        log, caught = probed_run(None, out, END, 2 * BATCH)
+    else:
+        probed_run(None, out, STOP, 2 * BATCH)
+        (log, caught), (log1, _) = run_ranks(probed_run, 2, tmp_path, out, END, BATCH)
+        assert log1 == log
+    assert any('bit-identical' in w for w in caught), caught
+    entry = dict(log)[21]   # iterations 15..18 before the resume, 19..21 after
+    assert entry == pytest.approx(probe_mean(
+        lambda i: range(before if i <= STOP else after)), rel=1e-12, abs=0)
 
 
 # ---- kill -9 of a random rank at seeded random instants, relaunch by torchrun ----------

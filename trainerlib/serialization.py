@@ -297,6 +297,10 @@ def load_snapshot(path: str, target: Any) -> None:
     """
     content = _read(path)
     state = content['state']
+    header = content.get('set')
+    if header and header.get('world_size', 1) > 1 and hasattr(target, 'extensions'):
+        from trainerlib.distributed.reshard import resharded_state   # a W-rank set
+        state = resharded_state(target, state, path, header, rank=0)
     try:
         check_compatible(target, state, content.get('target'))
         target.load_state_dict(state)

@@ -121,3 +121,51 @@ def allreduce_dict_summary(summary: DictSummary, comm: Any,
     reduced = DictSummary()
     reduced._summaries = totals
     return reduced, extras
+
+
+# ---- resuming on another world size: the saved ranks' partial sums in one state -------
+
+def _loaded(state: Dict[str, Any]) -> Summary:
+    summary = Summary()
+    summary.load_state_dict(state)
+    return summary
+
+
+def merge_summary_states(states: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The saved state of one :class:`Summary` holding every value of ``states`` (the
+    saved states of several ranks' summaries), as totals. Empty ones are skipped."""
+    x = x2 = n = None
+    for state in states:
+        tx, tx2, tn = _loaded(state)._totals()
+        if tx is None:
+            continue
+        tx, tx2 = tx.to(torch.float64), tx2.to(torch.float64)
+        tn = torch.as_tensor(tn, dtype=torch.float64)
+        x, x2, n = (tx, tx2, tn) if x is None else (x + tx, x2 + tx2, n + tn)
+    merged = Summary()
+    merged._x, merged._x2, merged._n = x, x2, n
+    return merged.state_dict()
+
+
+def merge_dict_summary_states(states: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """:func:`merge_summary_states` per key of :class:`DictSummary` states (the union
+    of their keys, in first-seen order)."""
+    keys: Dict[str, None] = {}
+    for state in states:
+        keys.update(dict.fromkeys(state))
+    return {k: merge_summary_states([s[k] for s in states if k in s]) for k in keys}
+
+
+def reshard_summary_state(states: Sequence[Dict[str, Any]], rank: int,
+                          key: str = 'summary', merge: Any = merge_dict_summary_states
+                          ) -> Dict[str, Any]:
+    """An extension's state for ``rank`` of a run resumed on another world size.
+
+    ``states``: the extension's saved state on each saved rank that this rank could read
+    (rank 0 reads them all; the others only rank 0's, whose replicated parts they keep).
+    Rank 0 resumes with the partial sums ``state[key]`` of all of them merged; every
+    other rank with none (``merge([])``), so the next entry counts each value once.
+    """
+    state = dict(states[0])
+    state[key] = merge(list(s[key] for s in states) if rank == 0 else [])
+    return state

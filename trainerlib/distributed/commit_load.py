@@ -14,7 +14,8 @@ At ``initialize`` (every rank; see :mod:`trainerlib.distributed.commit` for the 
 4. none loadable but some exist: :class:`SnapshotError` on every rank.
 
 A set written with another world size (or by one process) is resumed from rank 0's
-state on every rank, the per-rank random streams re-derived, with a warning that the
+state on every rank, the per-rank random streams re-derived, the extensions' partial
+sums merged on rank 0 (:mod:`trainerlib.distributed.reshard`), with a warning that the
 run will not be bit-identical (the iterators refuse a global batch they cannot keep).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from trainerlib.distributed import commit
+from trainerlib.distributed.reshard import resharded_state
 from trainerlib.distributed.seeding import rank_seed
 from trainerlib.errors import SnapshotError, SnapshotMismatchError
 from trainerlib.serialization import load_state, read_header
@@ -158,6 +160,8 @@ def initialize(snap: Any, trainer: Any, comm: Any) -> None:
 def _apply(trainer: Any, comm: Any, out: str, name: str, header: Optional[dict],
            state: dict) -> None:
     saved_world = (header or {}).get('world_size', 1)
+    if saved_world != comm.size:
+        state = resharded_state(trainer, state, os.path.join(out, name), header, comm.rank)
     trainer.load_state_dict(state)
     if saved_world != comm.size:
         _rederive_streams(comm, trainer.updater.iteration)
