@@ -21,6 +21,7 @@ from trainerlib.distributed import SingleProcessCommunicator
 from trainerlib.extension import PRIORITY_SNAPSHOT, FunctionExtension
 from trainerlib.iterators import SerialIterator
 from trainerlib.preemption import Preempted, Preemption
+from trainerlib.serialization import load_state
 from trainerlib.updaters import StandardUpdater
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,10 +30,10 @@ TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
 TIMEOUT = 180.0   # seconds for one torchrun job on a busy 2-core machine
 
 
-def start_job(out, *args):
+def start_job(out, *args, torchrun_args=()):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
-    return subprocess.Popen([TORCHRUN, '--standalone', '--nproc-per-node=2', WORKER, str(out),
-                             *map(str, args)], cwd=ROOT, env=env, text=True,
+    return subprocess.Popen([TORCHRUN, '--standalone', '--nproc-per-node=2', *torchrun_args,
+                             WORKER, str(out), *map(str, args)], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -127,6 +128,63 @@ def test_an_exception_on_rank_1_ends_both_ranks_non_zero_without_a_half_snapshot
     assert snapshots and set(snapshots) <= {'snapshot_iter_10', 'snapshot_iter_20'}, snapshots
     assert not (out / 'preempted').exists()
     assert "on_error of 'snapshot' skipped" in output      # snapshot_on_error: not under W > 1
+
+
+# ---- resume after a preemption or a restart: identical to the uninterrupted run -------
+
+RESUMED = ('--iterations', 40, '--check-every', 4, '--snapshot-every', 10, '--autoload')
+
+
+def final_result(out):
+    finals = [load_state(str(out / f'final_rank{r}')) for r in range(2)]
+    log = [{k: v for k, v in e.items() if k != 'elapsed_time'}
+           for e in json.loads((out / 'log').read_text())]
+    return finals, log
+
+
+@pytest.fixture(scope='module')
+def uninterrupted_job(tmp_path_factory):
+    out = tmp_path_factory.mktemp('uninterrupted') / 'run'
+    proc = start_job(out, *RESUMED)
+    output = finish(proc, 'the uninterrupted run')
+    assert proc.returncode == 0, output
+    return final_result(out)
+
+
+def assert_same_as(out, reference):
+    finals, log = final_result(out)
+    for r in range(2):
+        assert finals[r].keys() == reference[0][r].keys()
+        assert all(torch.equal(finals[r][k], reference[0][r][k]) for k in finals[r]), f'rank {r}'
+    assert log == reference[1]
+
+
+def test_a_relaunch_after_an_agreed_sigterm_is_bit_identical(tmp_path, uninterrupted_job):
+    out = tmp_path / 'run'
+    proc = start_job(out, *RESUMED, '--reached', 13, '--hold')
+    wait_for(out / 'rank0.reached', proc, 'rank 0 holding after iteration 13')
+    wait_for(out / 'rank1.reached', proc, 'rank 1 holding after iteration 13')
+    os.kill(json.loads((out / 'rank1.pid').read_text()), signal.SIGTERM)
+    (out / 'go').write_text('')
+    output = finish(proc, 'SIGTERM to rank 1 at iteration 13')
+    assert [r['status'] for r in records(out)] == ['preempted'] * 2, output
+    assert [r['iteration'] for r in records(out)] == [16, 16]   # the next check (K = 4)
+    assert (out / 'snapshot_iter_16').is_file() and not (out / 'final_rank0').exists()
+    relaunched = start_job(out, *RESUMED)
+    output = finish(relaunched, 'the relaunch after the preemption')
+    assert relaunched.returncode == 0, output
+    assert_same_as(out, uninterrupted_job)
+
+
+def test_max_restarts_resumes_by_autoload_and_ends_bit_identical(tmp_path, uninterrupted_job):
+    out = tmp_path / 'run'
+    proc = start_job(out, *RESUMED, '--die-at', 23, '--fail-rank', 1,
+                     torchrun_args=('--max-restarts=1',))
+    output = finish(proc, 'a kill -9 of rank 1 at iteration 23 and the restart')
+    assert 'failed (exitcode: -9)' in output, output     # the first attempt was killed
+    assert proc.returncode == 0, output       # and the agent restarted both ranks once
+    assert [r['status'] for r in records(out)] == ['done'] * 2, output
+    assert_same_as(out, uninterrupted_job)
 
 
 # ---- in-process ranks (run_ranks): collective counts, adaptive K ----------------------
