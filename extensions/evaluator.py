@@ -18,16 +18,31 @@ from trainerlib.updaters.standard_updater import call_with
 from extensions.progress_bar import batches_per_epoch
 
 
-def _batch_size(in_arrays: Any, batch: Any) -> int:
-    """Examples in a batch: dim 0 of the first converted tensor, else ``len(batch)``."""
+def _dim0(obj: Any) -> Optional[int]:
+    """Length of dim 0 of a tensor or NumPy array (read from its shape: no sync), else None."""
+    shape = getattr(obj, 'shape', None)
+    return int(shape[0]) if isinstance(shape, tuple) and len(shape) else None
+
+
+def batch_size(in_arrays: Any, batch: Any) -> int:
+    """The weight of one batch: its number of examples where it can be measured, else 1.
+
+    Tried in order: dim 0 of the first converted array (a tensor or NumPy array,
+    first of a tuple / list / dict), dim 0 of the raw batch, ``len`` of a raw list
+    or tuple (a list of examples); anything else (a plain int, a dict of scalars, an
+    object without ``len``) weighs 1.
+    """
     first = in_arrays
     if isinstance(first, Mapping):
         first = next(iter(first.values()), None)
     elif isinstance(first, (tuple, list)):
         first = first[0] if first else None
-    if isinstance(first, torch.Tensor) and first.dim() > 0:
-        return first.shape[0]
-    return len(batch)
+    size = _dim0(first)
+    if size is None:
+        size = _dim0(batch)
+    if size is None and isinstance(batch, (tuple, list)):
+        size = len(batch)
+    return 1 if size is None else size
 
 
 def _plain(target: Any) -> Any:
@@ -80,10 +95,19 @@ class Evaluator(Extension):
     is restored afterwards, even on error), the main iterator is reset and run
     to its end under ``torch.no_grad()``, and ``eval_func`` is called on each
     converted batch (``*tuple`` / ``**dict``). What it reports is averaged over
-    the batches, weighted by their size, and reported to the trainer prefixed
-    by the extension's name: a :class:`~trainerlib.Classifier` target gives
-    ``validation/main/loss`` and ``validation/main/accuracy``. Reported tensors
-    stay on the device during the loop; they are reduced once at the end.
+    the batches, weighted by their size (:func:`batch_size`: dim 0 of the first
+    converted array; a batch that cannot be measured weighs 1), and reported with
+    the targets' names prefixed by :attr:`name`, as in Chainer: registered with
+    ``trainer.extend`` (default name ``'validation'``), a
+    :class:`~trainerlib.Classifier` target gives ``validation/main/loss`` and
+    ``validation/main/accuracy``; called alone (``evaluator()``, no name) it gives
+    ``main/loss``. Reported tensors stay on the device during the loop; they are
+    reduced once at the end.
+
+    Differences from Chainer, on purpose: the means are weighted by batch size
+    (Chainer averages the batch means, which a short last batch biases; with
+    batches that cannot be measured the two agree); an iterator that repeats is
+    an error here (Chainer only warns, then never ends).
 
     Data-parallel (``trainer.comm``, or ``comm=``, of several ranks): give each rank
     its shard of the validation set (unpadded, sizes may differ, a rank may have
@@ -104,7 +128,8 @@ class Evaluator(Extension):
         eval_hook: ``eval_hook(evaluator)`` called before each evaluation.
         eval_func: called on each batch; default: the main target.
         progress_bar: show a tqdm bar of the batches on stderr (default False).
-        name: report prefix and default extension name (default ``'validation'``).
+        name: default extension name (``'validation'`` if None); given, it is also
+            the report prefix of a call outside a trainer (``extend`` renames it).
         comm: the communicator to reduce over (default: the trainer's).
 
     Default trigger ``(1, 'epoch')``, priority ``PRIORITY_WRITER``.
@@ -118,7 +143,7 @@ class Evaluator(Extension):
                  device: DeviceLike = None,
                  eval_hook: Optional[Callable[['Evaluator'], None]] = None,
                  eval_func: Optional[Callable[..., Any]] = None, *, progress_bar: bool = False,
-                 name: str = 'validation', comm: Any = None) -> None:
+                 name: Optional[str] = None, comm: Any = None) -> None:
         self._iterators = dict(iterator) if isinstance(iterator, Mapping) else {'main': iterator}
         targets = dict(target) if isinstance(target, Mapping) else {'main': target}
         self._targets = {key: _plain(t) for key, t in targets.items()}
@@ -134,7 +159,9 @@ class Evaluator(Extension):
         self.eval_hook = eval_hook
         self.eval_func = eval_func
         self.progress_bar = progress_bar
-        self.default_name = name
+        self.default_name = name or 'validation'
+        if name is not None:
+            self.name = name
         self.comm = comm
         self._active_comm: Any = None   # the communicator of the current call
 
@@ -153,7 +180,7 @@ class Evaluator(Extension):
     def __call__(self, trainer=None) -> Dict[str, float]:
         """Evaluate, report the result to the current reporter and return it."""
         reporter = reporter_module.Reporter()
-        prefix = (self.name or self.default_name) + '/'
+        prefix = self.name + '/' if self.name else ''
         modules = [t for t in self._targets.values() if isinstance(t, torch.nn.Module)]
         for name, target in self._targets.items():
             add = reporter.add_module if target in modules else reporter.add_observer
@@ -203,10 +230,18 @@ class Evaluator(Extension):
                 with reporter_module.report_scope(observation):
                     in_arrays = self.converter(batch, self.device)
                     call_with(eval_func, in_arrays)
-                size = _batch_size(in_arrays, batch)
+                size = batch_size(in_arrays, batch)
                 summary.add({key: (value, size) for key, value in observation.items()})
         summary = summary.allreduce(comm)   # every rank's sums (itself with one process)
         return summary.compute_mean() if len(summary) else {}
+
+    def finalize(self, trainer: Any = None) -> None:
+        """Finalize the iterators that have a ``finalize`` (as Chainer's; a DataLoader
+        has none). Called when the training ends."""
+        for iterator in self._iterators.values():
+            finalize = getattr(iterator, 'finalize', None)
+            if callable(finalize):
+                finalize()
 
     def state_dict(self) -> dict:
         """The iterators' state (their order and RNG), so a resumed run evaluates identically."""

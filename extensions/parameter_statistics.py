@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import math
 from types import MappingProxyType
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from trainerlib import reporter
@@ -12,7 +12,7 @@ from trainerlib._state import load_into, state_of
 from trainerlib.extension import PRIORITY_WRITER, Extension, TriggerLike
 from trainerlib.triggers import get_trigger
 
-Statistic = Callable[[torch.Tensor], torch.Tensor]
+Statistic = Callable[[torch.Tensor], Any]   # a tensor, a float, a NumPy value …
 Modules = Union[torch.nn.Module, Sequence[torch.nn.Module], Mapping[str, torch.nn.Module]]
 
 PERCENTILES = (0.13, 2.28, 15.87, 50.0, 84.13, 97.72, 99.87)
@@ -73,19 +73,28 @@ class ParameterStatistics(Extension):
     ``/1`` … (``percentile/0`` … ``percentile/6``). The extension runs every
     iteration by default: give ``extend`` a sparser trigger to sample less often.
 
+    With ``skip_nan_params``, a call on a tensor holding a NaN counts, as in
+    Chainer, as one NaN under each statistic's plain key (``…/data/percentile``,
+    no ``/0`` … ``/6``); the other calls of the period give the usual keys, their
+    means over those calls only. A single-valued statistic's mean is then NaN.
+    The statistics are still computed on the device (their values discarded), so
+    that no call syncs; the report syncs once (the NaN counts) when some statistic
+    is multi-valued, as the keys depend on them.
+
     Gradients are read from ``param.grad`` after the update (the standard
     updater clears them before the forward, so they are this iteration's).
 
     Args:
         links: an ``nn.Module``, a list of them, or a dict ``name -> module``.
         statistics: ``'default'`` (mean, std, min, max, zeros (count), percentile)
-            or a dict ``name -> fn(1-D tensor) -> tensor``.
+            or a dict ``name -> fn(1-D tensor)`` returning a tensor or a number
+            (a Python float syncs inside ``fn``; a tensor does not).
         report_params: report statistics of the parameter values (default True).
         report_grads: report statistics of the gradients (default True).
         prefix: optional first component of every key.
         trigger: when to report the means, default ``(1, 'epoch')``.
-        skip_nan_params: report NaN for every statistic of a tensor holding a NaN
-            (instead of computing them), default False.
+        skip_nan_params: report a NaN for every statistic of a tensor holding a
+            NaN (see above), default False.
     """
 
     default_name = 'parameter_statistics'
@@ -104,12 +113,13 @@ class ParameterStatistics(Extension):
         self._plan: Optional[List[Tuple[str, torch.nn.Parameter, str]]] = None
         self._sums: Dict[str, torch.Tensor] = {}      # group -> sum of the statistics vectors
         self._counts: Dict[str, int] = {}
-        self._keys: Dict[str, List[str]] = {}         # group -> report key of each element
+        self._nans: Dict[str, torch.Tensor] = {}      # group -> calls on a NaN tensor (device)
+        self._layout: Dict[str, List[Tuple[str, int]]] = {}   # group -> (statistic, size)
 
     def register_statistics(self, name: str, function: Statistic) -> None:
-        """Add a statistic ``function(1-D tensor) -> tensor`` (resets the running sums)."""
+        """Add a statistic ``function(1-D tensor)`` (resets the running sums)."""
         self._statistics[name] = function
-        self._sums, self._counts, self._keys = {}, {}, {}
+        self._sums, self._counts, self._nans, self._layout = {}, {}, {}, {}
 
     def initialize(self, trainer) -> None:
         if self._plan is None:
@@ -124,41 +134,80 @@ class ParameterStatistics(Extension):
     def __call__(self, trainer) -> None:
         if self._plan is None:
             self._setup(trainer)
-        sums, counts = self._sums, self._counts
+        sums, counts, nans = self._sums, self._counts, self._nans
         for group, param, attr in self._plan:
             x = param if attr == 'data' else param.grad
             if x is None:
                 continue
-            values = self._compute(group, x.reshape(-1))
+            x = x.reshape(-1)
+            values = self._compute(group, x)
+            if self._skip_nan:
+                bad = x.isnan().any()
+                values = values.masked_fill(bad, 0.0)
+                nans[group] = bad.double() if group not in nans else nans[group] + bad
             total = sums.get(group)
             sums[group] = values if total is None else total.to(values.device) + values
             counts[group] = counts.get(group, 0) + 1
         if self._trigger(trainer):
-            report: Dict[str, torch.Tensor] = {}
-            for group, total in sums.items():
-                report.update(zip(self._keys[group], (total / counts[group]).unbind()))
-            self._sums, self._counts = {}, {}
+            report = self._means()
+            self._sums, self._counts, self._nans = {}, {}, {}
             reporter.report(report)
 
     def _compute(self, group: str, x: torch.Tensor) -> torch.Tensor:
         """The statistics of ``x`` as one float64 vector (on ``x``'s device)."""
         if not x.is_floating_point() or x.element_size() < 4:
             x = x.float()
-        outs = [fn(x).reshape(-1).to(torch.float64) for fn in self._statistics.values()]
-        if group not in self._keys:   # built once: no per-iteration string formatting
-            self._keys[group] = [f'{group}/{name}' if out.numel() == 1 else f'{group}/{name}/{i}'
-                                 for name, out in zip(self._statistics, outs)
-                                 for i in range(out.numel())]
-        values = torch.cat(outs)
-        return values.masked_fill(x.isnan().any(), math.nan) if self._skip_nan else values
+        outs = [torch.as_tensor(fn(x), dtype=torch.float64, device=x.device).reshape(-1)
+                for fn in self._statistics.values()]
+        if group not in self._layout:   # built once: no per-iteration string formatting
+            self._layout[group] = [(name, out.numel()) for name, out in zip(self._statistics, outs)]
+        return torch.cat(outs)
+
+    def _means(self) -> Dict[str, torch.Tensor]:
+        """The report of the period: ``key -> 0-d tensor``, keys as Chainer's."""
+        nan_calls: Dict[str, float] = {}
+        if self._nans and any(n > 1 for g in self._nans for _, n in self._layout[g]):
+            groups = list(self._nans)   # one sync: the keys depend on these counts
+            device = self._nans[groups[0]].device
+            nan_calls = dict(zip(groups, torch.stack([self._nans[g].to(device)
+                                                      for g in groups]).tolist()))
+        report: Dict[str, torch.Tensor] = {}
+        for group, total in self._sums.items():
+            count, bad = self._counts[group], self._nans.get(group)
+            means = (total / count if bad is None
+                     else total / (count - bad.to(total.device)).clamp_min(1))
+            parts = means.split([n for _, n in self._layout[group]])
+            for (name, n), part in zip(self._layout[group], parts):
+                key = f'{group}/{name}'
+                if n == 1:
+                    report[key] = part[0] if bad is None else part[0].where(bad == 0, math.nan)
+                    continue
+                if nan_calls.get(group, 0):
+                    report[key] = torch.tensor(math.nan, dtype=torch.float64)
+                if nan_calls.get(group, 0) < count:
+                    report.update((f'{key}/{i}', v) for i, v in enumerate(part.unbind()))
+        return report
+
+    def _keys(self, group: str) -> List[str]:
+        return [f'{group}/{name}' if n == 1 else f'{group}/{name}/{i}'
+                for name, n in self._layout[group] for i in range(n)]
 
     def state_dict(self) -> dict:
-        return {'sums': {g: t.cpu() for g, t in self._sums.items()},
-                'counts': dict(self._counts),
-                'keys': {g: list(self._keys[g]) for g in self._sums},
-                'trigger': state_of(self._trigger)}
+        state = {'sums': {g: t.cpu() for g, t in self._sums.items()},
+                 'counts': dict(self._counts),
+                 'keys': {g: self._keys(g) for g in self._sums},
+                 'trigger': state_of(self._trigger)}
+        if self._nans:
+            state['nans'] = {g: t.cpu() for g, t in self._nans.items()}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self._sums, self._counts = dict(state['sums']), dict(state['counts'])
-        self._keys.update({g: list(k) for g, k in state['keys'].items()})
+        self._nans = dict(state.get('nans', {}))
+        for group, keys in state['keys'].items():   # the layout, back from the key list
+            keys = set(keys)
+            self._layout[group] = [
+                (name, 1 if f'{group}/{name}' in keys else
+                 sum(1 for k in keys if k.rpartition('/')[0] == f'{group}/{name}'))
+                for name in self._statistics]
         load_into(self._trigger, state['trigger'])

@@ -167,7 +167,8 @@ def collated(batch, device):
 
 
 def make_evaluator(values, model):
-    return E.Evaluator(DataLoader(TensorDataset(values), batch_size=2), model, converter=collated)
+    return E.Evaluator(DataLoader(TensorDataset(values), batch_size=2), model, converter=collated,
+                       name='validation')
 
 
 def shard(rank, sizes):

@@ -48,9 +48,9 @@ def test_means_are_weighted_by_batch_size():
     with torch.no_grad():
         y = model.predictor(x)
         loss, acc = F.cross_entropy(y, t), (y.argmax(1) == t).double().mean()
-    assert set(result) == {'validation/main/loss', 'validation/main/accuracy'}
-    assert result['validation/main/loss'] == pytest.approx(loss.item(), rel=1e-6)
-    assert result['validation/main/accuracy'] == pytest.approx(acc.item(), rel=1e-6)
+    assert set(result) == {'main/loss', 'main/accuracy'}   # called alone: no prefix
+    assert result['main/loss'] == pytest.approx(loss.item(), rel=1e-6)
+    assert result['main/accuracy'] == pytest.approx(acc.item(), rel=1e-6)
     per_batch = [F.cross_entropy(model.predictor(x[i:i + 4]), t[i:i + 4]).item()
                  for i in (0, 4, 8)]
     assert abs(sum(per_batch) / 3 - loss.item()) > 1e-3   # the test can tell them apart
@@ -61,7 +61,7 @@ def test_weighting_with_collated_batches_from_a_dataloader():
     loader = DataLoader(TensorDataset(x, t), batch_size=4)  # yields [x, t] lists
     spy = Spy()
     result = E.Evaluator(loader, spy, converter=lambda batch, device: tuple(batch))()
-    assert result['validation/main/mean'] == pytest.approx(x.mean().item(), rel=1e-6)
+    assert result['main/mean'] == pytest.approx(x.mean().item(), rel=1e-6)
 
 
 @pytest.mark.parametrize('train', [True, False])
@@ -110,6 +110,19 @@ def test_report_prefix(tmp_path, kwargs, extend_name, prefix):
     trainer.run()
     assert f'{prefix}/main/loss' in trainer.observation
     assert set(evaluator()) == {f'{prefix}/main/loss', f'{prefix}/main/accuracy'}
+
+
+@pytest.mark.parametrize('kwargs, name, prefix', [
+    ({}, None, ''),                           # Chainer: no name, no prefix
+    ({}, 'eval', 'eval/'),                    # the name set by extend, or by hand
+    ({'name': 'test'}, None, 'test/'),        # an explicit name= is the prefix too
+])
+def test_prefix_of_a_call_outside_a_trainer(kwargs, name, prefix):
+    x, t = make_data()
+    evaluator = E.Evaluator(val_iter(x, t), make_model(), **kwargs)
+    if name is not None:
+        evaluator.name = name
+    assert set(evaluator()) == {prefix + 'main/loss', prefix + 'main/accuracy'}
 
 
 def test_results_reach_the_log_report(tmp_path):

@@ -161,7 +161,11 @@ def test_skip_nan_params_reports_nan_for_that_tensor_only(tmp_path):
     trainer.extend(recorder)
     trainer.run()
     seen = recorder.seen[0]
-    assert all(np.isnan(float(seen[f'bad/bias/data/{s}'])) for s in STATS)
+    # as Chainer: one NaN under each statistic's plain key, no percentile/0 ... /6
+    plain = ['mean', 'std', 'min', 'max', 'zeros', 'percentile']
+    assert sorted(k for k in seen if k.startswith('bad/bias/')) == \
+        sorted(f'bad/bias/data/{s}' for s in plain)
+    assert all(np.isnan(float(seen[f'bad/bias/data/{s}'])) for s in plain)
     assert not any(np.isnan(float(seen[f'bad/weight/data/{s}'])) for s in STATS)
     assert not any(np.isnan(float(seen[f'good/0/bias/data/{s}'])) for s in STATS)
 
@@ -200,3 +204,17 @@ def test_resume_mid_period_gives_the_same_log(tmp_path, k):
     strip = [{k: v for k, v in e.items() if k != 'elapsed_time'} for e in full]
     assert [{k: v for k, v in e.items() if k != 'elapsed_time'} for e in resumed] == strip
     assert 'main/predictor/0/weight/grad/std' in strip[0]
+
+
+@pytest.mark.parametrize('statistics, trigger', [
+    ('default', (100, 'iteration')),              # calls that do not report never sync
+    ({'mean': torch.mean, 'max': torch.amax}, (2, 'iteration')),   # single-valued: nor reports
+])
+def test_skip_nan_params_without_sync(tmp_path, statistics, trigger):
+    trainer, model, _ = make_trainer(tmp_path, stop=(4, 'iteration'), lr=0.1, batch=3)
+    trainer.extend(NoSync(E.ParameterStatistics(model, statistics, skip_nan_params=True,
+                                                trigger=trigger)))
+    recorder = Recorder()
+    trainer.extend(recorder)
+    trainer.run()
+    assert ('main/predictor/0/weight/grad/max' in recorder.seen[1]) == (trigger[0] == 2)

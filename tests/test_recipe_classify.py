@@ -68,7 +68,7 @@ def test_digits_both_models(tmp_path, capsys):
     train, test, _, _ = classify.load_data(load_config(None, schema_of(classify), DIGITS[1::2]))
     evaluator = E.Evaluator(SerialIterator(test, 100, repeat=False, shuffle=False),
                             classify.Classifier(cnn))
-    accuracy = evaluator()['validation/main/accuracy']
+    accuracy = evaluator()['main/accuracy']   # no trainer: no prefix
     assert accuracy == pytest.approx(read_json(out / 'cnn' / 'final.json')['best_test_accuracy'],
                                      abs=1e-6)
 

@@ -9,9 +9,31 @@ import torch.nn.functional as F
 from trainerlib import reporter
 
 
+def _long_labels(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as int64 when it holds integer labels of another dtype (int32, uint8 …)."""
+    if t.dtype is torch.int64 or t.dtype.is_floating_point or t.dtype.is_complex:
+        return t
+    return t.long()
+
+
+def cross_entropy(y: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``F.cross_entropy(y, t, **kwargs)`` accepting integer labels of any dtype.
+
+    Chainer's labels are usually int32; ``F.cross_entropy`` wants int64, so
+    other integer dtypes are converted on the device (no sync). Floating ``t``
+    (class probabilities) passes unchanged.
+    """
+    return F.cross_entropy(y, _long_labels(t), **kwargs)
+
+
 def accuracy(y: torch.Tensor, t: torch.Tensor, ignore_label: Optional[int] = None) -> torch.Tensor:
-    """Fraction of rows of ``y`` whose argmax equals ``t`` (a tensor; no sync)."""
-    pred = y.argmax(dim=1)
+    """Fraction of the labels ``t`` (any integer dtype) equal to ``y.argmax(dim=1)``.
+
+    As Chainer's ``F.accuracy``: ``y`` is ``(N, C, ...)`` and ``t`` ``(N, ...)``;
+    labels equal to ``ignore_label`` are left out (0 if all are). A float32
+    tensor, computed on the device (no sync).
+    """
+    pred = y.argmax(dim=1).reshape(t.shape)
     if ignore_label is None:
         return (pred == t).float().mean()
     mask = t != ignore_label
@@ -27,7 +49,8 @@ class Classifier(torch.nn.Module):
 
     Args:
         predictor: the network producing scores (logits or log-probabilities).
-        lossfun: ``lossfun(y, t)``, default ``F.cross_entropy``.
+        lossfun: ``lossfun(y, t)``, default :func:`cross_entropy` (``F.cross_entropy``
+            taking integer labels of any dtype, e.g. Chainer's int32).
         accfun: ``accfun(y, t)``, default :func:`accuracy`; None disables it.
         label_key: position (int) or keyword (str) of the target among the args.
 
@@ -36,7 +59,7 @@ class Classifier(torch.nn.Module):
     """
 
     def __init__(self, predictor: torch.nn.Module,
-                 lossfun: Callable[..., torch.Tensor] = F.cross_entropy,
+                 lossfun: Callable[..., torch.Tensor] = cross_entropy,
                  accfun: Optional[Callable[..., torch.Tensor]] = accuracy,
                  label_key=-1) -> None:
         super().__init__()
