@@ -72,6 +72,7 @@ class LogReport(Extension):
         filename: file name in ``trainer.out`` (None: keep in memory only).
         write_interval: minimum seconds between two rewrites of the file
             (default 1.0; 0 writes it at every entry).
+        log_name: Chainer's alias of ``filename``.
 
     Attributes:
         log: the entries emitted so far (a list of dicts; the same list object for the
@@ -85,7 +86,12 @@ class LogReport(Extension):
 
     def __init__(self, keys: Optional[Iterable[str]] = None, trigger=(1, 'epoch'),
                  postprocess: Optional[Callable[[Dict[str, Any]], None]] = None,
-                 filename: Optional[str] = 'log', *, write_interval: float = 1.0) -> None:
+                 filename: Optional[str] = 'log', *, write_interval: float = 1.0,
+                 log_name: Optional[str] = None) -> None:
+        if log_name is not None:   # Chainer's older spelling of filename
+            if filename != 'log':
+                raise ValueError('LogReport: give filename= or its alias log_name=, not both')
+            filename = log_name
         if not write_interval >= 0:
             raise ValueError(f'write_interval must be >= 0 seconds, got {write_interval!r}')
         self._keys = None if keys is None else list(keys)

@@ -65,6 +65,7 @@ class PlotReport(Extension):
         filename: PNG file name in ``trainer.out``, default ``'plot.png'``.
         marker: matplotlib marker, default ``'x'`` (None: lines only).
         grid: draw the grid, default True.
+        file_name: Chainer's alias of ``filename``.
     """
 
     trigger = (1, 'iteration')
@@ -76,8 +77,12 @@ class PlotReport(Extension):
                  trigger: TriggerLike = (1, 'epoch'),
                  postprocess: Optional[Callable[[Any, Any, DictSummary], None]] = None,
                  filename: str = 'plot.png', marker: Optional[str] = 'x',
-                 grid: bool = True) -> None:
+                 grid: bool = True, *, file_name: Optional[str] = None) -> None:
         require_matplotlib('PlotReport')
+        if file_name is not None:   # Chainer's spelling of filename
+            if filename != 'plot.png':
+                raise ValueError('PlotReport: give filename= or its alias file_name=, not both')
+            filename = file_name
         self._y_keys = [y_keys] if isinstance(y_keys, str) else list(y_keys)
         if not self._y_keys:
             raise ValueError("PlotReport needs at least one y key, e.g. ['main/loss']")
@@ -90,6 +95,15 @@ class PlotReport(Extension):
         self._grid = grid
         self._data: Dict[str, List[Tuple[float, float]]] = {k: [] for k in self._y_keys}
         self._summary = DictSummary()
+
+    @staticmethod
+    def available() -> bool:
+        """Whether PlotReport can draw (matplotlib is installed), as Chainer's."""
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return False
+        return True
 
     @property
     def data(self) -> Dict[str, List[Tuple[float, float]]]:
