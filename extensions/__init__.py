@@ -15,7 +15,10 @@ from extensions.plot_report import PlotReport
 from extensions.polynomial_shift import PolynomialShift
 from extensions.print_report import PrintReport
 from extensions.progress_bar import ProgressBar
-from extensions.snapshot_writers import Snapshot, snapshot, snapshot_object
+from extensions import snapshot_writers
+from extensions.snapshot_writers import (ProcessQueueWriter, ProcessWriter, QueueWriter,
+                                         SimpleWriter, Snapshot, ThreadQueueWriter,
+                                         ThreadWriter, snapshot, snapshot_object)
 from extensions.step_shift import StepShift
 from extensions.tensorboard_report import TensorBoardReport
 from extensions.variable_statistics_plot import VariableStatisticsPlot
@@ -24,6 +27,8 @@ from extensions.warmup_shift import WarmupShift
 __all__ = ['Evaluator', 'ExponentialShift', 'FailOnNonNumber', 'ImageGrid', 'InverseShift',
            'LRScheduler', 'LinearShift', 'LogReport', 'MicroAverage', 'MultistepShift',
            'ParameterStatistics', 'PlotReport', 'PolynomialShift', 'PrintReport', 'ProgressBar',
-           'Snapshot', 'StepShift', 'TensorBoardReport', 'VariableStatisticsPlot', 'WarmupShift',
+           'ProcessQueueWriter', 'ProcessWriter', 'QueueWriter', 'SimpleWriter', 'Snapshot',
+           'StepShift', 'TensorBoardReport', 'ThreadQueueWriter', 'ThreadWriter',
+           'VariableStatisticsPlot', 'WarmupShift',
            'create_multi_node_evaluator', 'observe_lr', 'observe_value', 'snapshot',
-           'snapshot_object']
+           'snapshot_object', 'snapshot_writers']

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import extensions as E  # noqa: E402
-from extensions import snapshot_writers  # noqa: E402
+from extensions import _writer, snapshot_writers  # noqa: E402
 from trainerlib import Classifier, Trainer, serialization  # noqa: E402
 from trainerlib.datasets import TupleDataset  # noqa: E402
 from trainerlib.distributed import commit, create_communicator  # noqa: E402
@@ -60,13 +60,13 @@ def arm(phase: str, iteration: int) -> None:
         if phase == 'rank-file' and os.path.basename(path).endswith(f'_iter{iteration}'):
             die()
     commit.write_file = patched_rank_write
-    main_write = snapshot_writers.write_file
+    main_write = _writer.write_file
 
     def patched_main_write(data, path):
         if phase == 'mid-write' and os.path.basename(path) == main:
             write_half_and_die(data, path)
         return main_write(data, path)
-    snapshot_writers.write_file = patched_main_write
+    _writer.write_file = patched_main_write
     replace = os.replace
 
     def patched_replace(src, dst):

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import extensions as E  # noqa: E402
-from extensions import snapshot_writers  # noqa: E402
+from extensions import _writer, snapshot_writers  # noqa: E402
 from trainerlib import Classifier, Trainer, serialization  # noqa: E402
 from trainerlib.datasets import TupleDataset  # noqa: E402
 from trainerlib.extension import FunctionExtension  # noqa: E402
@@ -66,7 +66,7 @@ def arm(phase: str, iteration: int) -> None:
         if phase == 'mid-write' and state['writing'] == target:
             write_half_and_die(data, path)
         return write_file(data, path)
-    snapshot_writers.write_file = tracking_write_file
+    _writer.write_file = tracking_write_file
     if phase == 'pre-rename':
         replace = os.replace
 

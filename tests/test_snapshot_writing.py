@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import extensions as E
-from extensions import snapshot_writers
+from extensions import _writer
 from trainerlib import Classifier, Trainer, serialization
 from trainerlib.datasets import TupleDataset
 from trainerlib.iterators import SerialIterator
@@ -37,7 +37,7 @@ def fail_writes_of(monkeypatch, name, error=errno.ENOSPC):
         with serialization.atomic_open(path) as f:
             f.write(b'partial')
             raise OSError(error, os.strerror(error))
-    monkeypatch.setattr(snapshot_writers, 'write_file', write_or_fail)
+    monkeypatch.setattr(_writer, 'write_file', write_or_fail)
 
 
 def load_bytes(data, path):
