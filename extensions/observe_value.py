@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from trainerlib.extension import PRIORITY_WRITER, Extension, make_extension
+from trainerlib.extension import PRIORITY_WRITER, make_extension
 
 
-def observe_value(observation_key: str, target_func: Callable[[Any], Any]) -> Extension:
+def observe_value(observation_key: str, target_func: Callable[[Any], Any]) -> Callable:
     """An extension that records ``target_func(trainer)`` under ``observation_key``.
 
     Default trigger ``(1, 'epoch')``, priority ``PRIORITY_WRITER``: it runs before the
@@ -26,7 +26,7 @@ def observe_value(observation_key: str, target_func: Callable[[Any], Any]) -> Ex
 
 
 def observe_lr(optimizer_name: str = 'main', observation_key: str = 'lr', *,
-               param_group: int = 0) -> Extension:
+               param_group: int = 0) -> Callable:
     """An extension that records the learning rate used by the iteration that just ran.
 
     Args:

@@ -6,7 +6,8 @@ import torch
 
 import extensions as E
 from trainerlib import (PRIORITY_EDITOR, PRIORITY_READER, PRIORITY_SNAPSHOT, PRIORITY_WRITER,
-                        Classifier, Extension, OutputDirError, Trainer, make_extension)
+                        Classifier, Extension, NonFiniteError, OutputDirError, Trainer,
+                        make_extension)
 from trainerlib.iterators import SerialIterator
 from trainerlib.updaters import StandardUpdater
 
@@ -99,6 +100,28 @@ def test_on_error_runs_for_all_and_finalize_always(tmp_path, capsys):
     assert ('error', 'b', 'ZeroDivisionError') in calls
     assert ('final', 'x') in calls and ('final', 'b') in calls
     assert 'on_error itself fails' in capsys.readouterr().err
+
+
+def fail_with(error):
+    def fail(trainer=None):
+        raise error
+    return fail
+
+
+@pytest.mark.parametrize('hook, error, printed', [
+    ('call', ZeroDivisionError('boom'), True),             # Chainer's message and traceback
+    ('call', NonFiniteError('diverged'), False),           # a user error: the CLI's one line
+    ('initializer', ZeroDivisionError('boom'), False),     # not the loop (Chainer: the same)
+])
+def test_loop_exception_message(tmp_path, capsys, hook, error, printed):
+    trainer = make_trainer(tmp_path)
+    call = fail_with(error) if hook == 'call' else (lambda tr: None)
+    trainer.extend(make_extension(initializer=fail_with(error) if hook != 'call' else None)(call))
+    with pytest.raises(type(error)):
+        trainer.run()
+    err = capsys.readouterr().err
+    assert (f'Exception in main training loop: {error}' in err) is printed
+    assert ('Traceback (most recent call last)' in err) is printed
 
 
 def test_names_clash_and_get_extension(tmp_path):

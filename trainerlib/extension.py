@@ -1,8 +1,9 @@
 """The Extension interface: everything the Trainer runs around the update."""
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
+
+from trainerlib.dict_serializer import load_by_serialize, save_by_serialize
 
 PRIORITY_WRITER = 300
 """Extensions that write records to the observation (e.g. Evaluator)."""
@@ -54,85 +55,91 @@ class Extension:
         before ``finalize`` (``extensions.snapshot`` writes its file here)."""
 
     def finalize(self, trainer=None) -> None:
-        """Called once when training ends, normally or by an exception."""
+        """Called once when training ends, normally or by an exception.
+
+        Chainer's form ``finalize(self)`` (no trainer) works too: the trainer looks at
+        the signature once, when the extension is registered.
+        """
 
     def state_dict(self) -> dict:
-        """Progress to save in snapshots (tensors, numbers, strings, lists, dicts)."""
-        return {}
+        """Progress to save in snapshots (tensors, numbers, strings, lists, dicts).
+
+        By default: what Chainer's ``serialize(serializer)`` writes, if the subclass
+        defines one, else nothing.
+        """
+        serialize = getattr(self, 'serialize', None)
+        return save_by_serialize(serialize) if serialize is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore progress saved by :meth:`state_dict`."""
+        """Restore progress saved by :meth:`state_dict` (through ``serialize`` if the
+        subclass defines one)."""
+        serialize = getattr(self, 'serialize', None)
+        if serialize is not None:
+            load_by_serialize(serialize, state)
 
 
-class FunctionExtension(Extension):
-    """Adapts a plain callable ``fn(trainer)`` to :class:`Extension`."""
+_REMOVED_ARGUMENTS = {
+    'invoke_before_training': 'invoke_before_training has been removed since Chainer '
+                              'v2.0.0. Use initializer= instead.',
+}
 
-    def __init__(self, fn: Callable, trigger: TriggerLike = None, priority: Optional[int] = None,
-                 default_name: Optional[str] = None, initializer: Optional[Callable] = None,
-                 finalizer: Optional[Callable] = None, on_error: Optional[Callable] = None) -> None:
-        self._fn = fn
-        functools.update_wrapper(self, fn, updated=())
-        self.trigger = trigger if trigger is not None else getattr(fn, 'trigger', (1, 'iteration'))
-        self.priority = priority if priority is not None else getattr(fn, 'priority', PRIORITY_READER)
-        self._default_name = default_name or getattr(fn, 'default_name', None) \
-            or getattr(fn, '__name__', type(fn).__name__)
-        self._initializer = initializer
-        self._finalizer = finalizer
-        self._on_error = on_error
 
-    @property
-    def default_name(self) -> str:
-        return self._default_name
+def check_removed_arguments(kwargs: Dict[str, Any], where: str) -> None:
+    """Chainer's errors for keyword arguments it removed or never had.
 
-    def __call__(self, trainer) -> None:
-        return self._fn(trainer)
-
-    def initialize(self, trainer) -> None:
-        if self._initializer is not None:
-            self._initializer(trainer)
-
-    def finalize(self, trainer=None) -> None:
-        if self._finalizer is not None:
-            self._finalizer(trainer)
-
-    def on_error(self, trainer, exc, tb) -> None:
-        if self._on_error is not None:
-            self._on_error(trainer, exc, tb)
-
-    def state_dict(self) -> dict:
-        fn = getattr(self._fn, 'state_dict', None)
-        return fn() if fn is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        fn = getattr(self._fn, 'load_state_dict', None)
-        if fn is not None:
-            fn(state)
+    Raises:
+        ValueError: an argument Chainer removed (``invoke_before_training``).
+        TypeError: any other unexpected keyword argument.
+    """
+    for name in kwargs:
+        if name in _REMOVED_ARGUMENTS:
+            raise ValueError(_REMOVED_ARGUMENTS[name])
+    if kwargs:
+        raise TypeError(f'{where}() got unexpected keyword argument(s) {", ".join(kwargs)}')
 
 
 def make_extension(trigger: TriggerLike = None, default_name: Optional[str] = None,
                    priority: Optional[int] = None, finalizer: Optional[Callable] = None,
-                   initializer: Optional[Callable] = None,
-                   on_error: Optional[Callable] = None) -> Callable[[Callable], Extension]:
-    """Decorator that turns a function ``fn(trainer)`` into an :class:`Extension`.
+                   initializer: Optional[Callable] = None, on_error: Optional[Callable] = None,
+                   **kwargs: Any) -> Callable[[Callable], Callable]:
+    """Decorator that makes a function ``fn(trainer)`` an extension, as Chainer's does.
+
+    It returns the function itself with the attributes ``trigger``, ``default_name``,
+    ``priority``, ``initialize``, ``finalize`` and ``on_error`` set; the trainer adapts
+    it when it is registered (see :class:`FunctionExtension`).
 
     Args:
         trigger: default trigger; ``(1, 'iteration')`` if None.
         default_name: default name; the function's name if None.
         priority: default priority; :data:`PRIORITY_READER` if None.
-        finalizer, initializer, on_error: optional lifecycle callbacks taking
-            ``(trainer)`` (``on_error`` takes ``(trainer, exc, tb)``).
+        finalizer: called when training ends, as ``finalizer()`` (Chainer) or
+            ``finalizer(trainer)``.
+        initializer: called as ``initializer(trainer)`` before the first iteration.
+        on_error: called as ``on_error(trainer, exc, tb)`` when training raises.
+
+    Raises:
+        ValueError: ``invoke_before_training=`` (removed in Chainer v2).
+        TypeError: any other unknown keyword argument.
     """
-    def decorator(fn: Callable) -> Extension:
-        return FunctionExtension(fn, trigger, priority, default_name,
-                                 initializer, finalizer, on_error)
+    if kwargs:
+        check_removed_arguments(kwargs, 'make_extension')
+    trigger = Extension.trigger if trigger is None else trigger
+    priority = Extension.priority if priority is None else priority
+
+    def decorator(ext: Callable) -> Callable:
+        ext.trigger = trigger
+        ext.default_name = default_name or getattr(ext, '__name__', type(ext).__name__)
+        ext.priority = priority
+        ext.finalize = finalizer
+        ext.on_error = on_error
+        ext.initialize = initializer
+        return ext
     return decorator
 
 
-def as_extension(obj: Any) -> Extension:
-    """Normalise any extension-like object (Extension or callable) to an Extension."""
-    if isinstance(obj, Extension):
-        return obj
-    if callable(obj):
-        return FunctionExtension(obj)
-    raise TypeError(f'an extension must be an Extension or a callable taking the trainer, '
-                    f'got {type(obj).__name__}')
+# the adapter of non-Extension callables (it subclasses Extension, defined above)
+from trainerlib.function_extension import FunctionExtension, as_extension  # noqa: E402
+
+__all__ = ['PRIORITY_EDITOR', 'PRIORITY_READER', 'PRIORITY_SNAPSHOT', 'PRIORITY_WRITER',
+           'Extension', 'FunctionExtension', 'TriggerLike', 'as_extension',
+           'check_removed_arguments', 'make_extension']

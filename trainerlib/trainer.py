@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import time
-import traceback
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
@@ -17,31 +15,16 @@ from trainerlib.distributed import control as control_module
 from trainerlib.distributed.roles import checked_comm, for_this_rank
 from trainerlib.distributed.seeding import derive_rank_streams
 from trainerlib.errors import OutputDirError, SnapshotMismatchError
-from trainerlib.extension import PRIORITY_SNAPSHOT, Extension, as_extension
+from trainerlib.extension import PRIORITY_SNAPSHOT, as_extension, check_removed_arguments
+from trainerlib.extension_entry import Entry, earliest
 from trainerlib.preemption import Preempted, Preemption
 from trainerlib.rng import get_rng_state, set_rng_state
+from trainerlib.teardown import call_on_error, finalize_all, show_loop_exception
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
 from trainerlib.triggers.schedule import TriggerSchedule
 
 
 _TRAINER_KEYS = ('updater', 'stop_trigger', 'extensions', 'triggers', 'elapsed_time', 'rng')
-
-
-class _Entry:
-    __slots__ = ('extension', 'trigger', 'priority', 'call_before_training', 'schedule')
-
-    def __init__(self, extension: Extension, trigger, priority: int,
-                 call_before_training: bool) -> None:
-        self.extension = extension
-        self.trigger = trigger
-        self.priority = priority
-        self.call_before_training = call_before_training
-        self.schedule = TriggerSchedule(trigger)
-
-
-def _earliest(entries: List[_Entry]) -> float:
-    """The first iteration at which a scheduled trigger is due (inf: none is scheduled)."""
-    return min((e.schedule.due for e in entries if e.schedule.scheduled), default=math.inf)
 
 
 class Trainer:
@@ -91,7 +74,7 @@ class Trainer:
         self.reporter = reporter_module.Reporter()
         for name, model in updater.get_all_models().items():
             self.reporter.add_module(name, model)
-        self._extensions: Dict[str, _Entry] = {}
+        self._extensions: Dict[str, Entry] = {}
         self._start_at: Optional[float] = None
         self._elapsed_before = 0.0
         self._final_elapsed: Optional[float] = None
@@ -103,6 +86,11 @@ class Trainer:
             self.extend(ext)
 
     @property
+    def is_before_training(self) -> bool:
+        """True until the first update (Chainer's flag; False in a resumed run)."""
+        return self.updater.iteration == 0
+
+    @property
     def elapsed_time(self) -> float:
         """Seconds of training so far, including the runs before a resume."""
         if self._final_elapsed is not None:
@@ -112,18 +100,27 @@ class Trainer:
         return time.perf_counter() - self._start_at + self._elapsed_before
 
     def extend(self, extension: Any, name: Optional[str] = None, trigger: TriggerLike = None,
-               priority: Optional[int] = None, *, call_before_training: bool = False) -> None:
+               priority: Optional[int] = None, *, call_before_training: bool = False,
+               **kwargs: Any) -> None:
         """Register an extension.
 
         Args:
-            extension: an :class:`Extension` or a callable ``fn(trainer)``.
+            extension: an :class:`Extension` or a callable ``fn(trainer)`` (a function,
+                a ``make_extension`` function, a Chainer-style callable object: see
+                :class:`~trainerlib.extension.FunctionExtension`).
             name: unique name (used by ``get_extension`` and in snapshots); by
                 default ``extension.default_name``, suffixed ``_1``, ``_2`` … on clashes.
                 An explicit name that is already taken is an error.
             trigger: overrides ``extension.trigger``.
             priority: overrides ``extension.priority``.
             call_before_training: also call it once before the first iteration.
+
+        Raises:
+            ValueError: ``invoke_before_training=`` (removed in Chainer v2).
+            TypeError: any other unknown keyword argument.
         """
+        if kwargs:
+            check_removed_arguments(kwargs, 'extend')
         if self._running:
             raise RuntimeError('extensions cannot be added while the trainer runs')
         ext = as_extension(extension)
@@ -140,20 +137,20 @@ class Trainer:
         ext.name = name
         trigger = get_trigger(ext.trigger if trigger is None else trigger)
         priority = ext.priority if priority is None else priority
-        self._extensions[name] = _Entry(ext, trigger, priority, call_before_training)
+        self._extensions[name] = Entry(ext, trigger, priority, call_before_training, extension)
 
-    def get_extension(self, name: str) -> Extension:
-        """The extension registered under ``name``."""
+    def get_extension(self, name: str) -> Any:
+        """The extension registered under ``name`` (the object given to ``extend``)."""
         try:
-            return self._extensions[name].extension
+            return self._extensions[name].registered
         except KeyError:
             raise ValueError(f'no extension named {name!r}; registered: '
                              f'{list(self._extensions)}') from None
 
     @property
-    def extensions(self) -> Dict[str, Extension]:
-        """Registered extensions by name, in registration order."""
-        return {name: e.extension for name, e in self._extensions.items()}
+    def extensions(self) -> Dict[str, Any]:
+        """Registered extensions by name, in registration order (as given to ``extend``)."""
+        return {name: e.registered for name, e in self._extensions.items()}
 
     def _prepare_out(self) -> None:
         try:
@@ -165,15 +162,21 @@ class Trainer:
             raise OutputDirError(f'the output directory {self.out!r} is not writable; '
                                  'choose a writable out=')
 
-    def run(self) -> None:
-        """Run the training loop until the stop trigger fires (once per Trainer)."""
+    def run(self, show_loop_exception_msg: bool = True) -> None:
+        """Run the training loop until the stop trigger fires (once per Trainer).
+
+        Args:
+            show_loop_exception_msg: when the loop raises, print the exception and its
+                traceback to stderr before finalizing (as Chainer does); user errors
+                (:class:`~trainerlib.errors.TrainerlibError`) are left to the entry
+                point's one-line message. False prints nothing.
+        """
         if self._done or self._running:
             raise RuntimeError('a Trainer can run only once; build a new one to train again')
         self._prepare_out()
         entries = sorted(self._extensions.values(), key=lambda e: -e.priority)  # stable
         if self.comm.rank != 0:   # rank-0-only extensions do nothing here; triggers still run
-            entries = [_Entry(for_this_rank(e.extension, self.comm.rank), e.trigger, e.priority,
-                              e.call_before_training) for e in entries]
+            entries = [e.replaced(for_this_rank(e.extension, self.comm.rank)) for e in entries]
         regular = [e for e in entries if e.priority > PRIORITY_SNAPSHOT]
         last = [e for e in entries if e.priority <= PRIORITY_SNAPSHOT]
         # W ranks: the agreed stop check is one more scheduled entry, after the
@@ -182,30 +185,33 @@ class Trainer:
         self._control = (control_module.StopCheck(self.comm, self.preemption)
                          if self.comm.size > 1 and self.preemption is not None else None)
         if self._control is not None:
-            regular = regular + [_Entry(control_module.Nothing(), self._control,
-                                        PRIORITY_SNAPSHOT + 1, False)]
+            regular = regular + [Entry(control_module.Nothing(), self._control,
+                                       PRIORITY_SNAPSHOT + 1, False)]
             control_module.clear_record(self)
         self._running = True
         self._start_at = time.perf_counter()
-        failed, signum = False, None
+        failed, signum, looping = False, None, False
         guard = self.preemption if self.preemption is not None else contextlib.nullcontext()
         with guard:
             try:
                 self._initialize(entries)
                 if self.comm.size > 1 and self.updater.iteration == 0:
                     derive_rank_streams(self.comm.rank)   # a fresh run: replicas built equal
+                looping = True
                 self._loop(regular, last, self._control)
                 signum = self._signal_received()
                 if signum is not None:
                     self._preempt(entries)
             except BaseException as exc:
                 failed = True
-                self._on_error(entries, exc)
+                if looping and show_loop_exception_msg:
+                    show_loop_exception(exc)
+                call_on_error(self, entries, exc)
                 raise
             finally:
                 self._final_elapsed = self.elapsed_time
                 self._running, self._done = False, True
-                self._finalize(entries, failed)
+                finalize_all(self, entries, failed)
         if signum is not None:
             if self._control is not None:
                 control_module.report_preempted(self, signum)
@@ -223,16 +229,16 @@ class Trainer:
         control = getattr(self, '_control', None)
         return self.preemption.received if control is None else control.received
 
-    def _preempt(self, entries: List[_Entry]) -> None:
+    def _preempt(self, entries: List[Entry]) -> None:
         for entry in entries:
             entry.extension.on_preemption(self)
 
-    def _initialize(self, entries: List[_Entry]) -> None:
+    def _initialize(self, entries: List[Entry]) -> None:
         # Extensions that restore the trainer (snapshot autoload) go first, so the
         # others initialize from the restored state.
         ordered = sorted(entries, key=lambda e: not getattr(e.extension, 'restores_trainer', False))
         for entry in ordered:
-            entry.extension.initialize(self)
+            entry.initialize(self)
         before = [entry for entry in entries if entry.call_before_training]
         if before:
             self.reporter.observation = self.observation  # restored on resume, else {}
@@ -240,7 +246,7 @@ class Trainer:
                 for entry in before:
                     entry.extension(self)
 
-    def _loop(self, regular: List[_Entry], last: List[_Entry], control: Any = None) -> None:
+    def _loop(self, regular: List[Entry], last: List[Entry], control: Any = None) -> None:
         updater = self.updater
         update = updater.update
         reporter = self.reporter
@@ -258,7 +264,7 @@ class Trainer:
         entries = regular + last
         for entry in entries:
             entry.schedule.start(start)
-        due = _earliest(entries)
+        due = earliest(entries)
         # what runs on an iteration where no scheduled trigger is due
         polled = [(e.schedule.always, e.trigger, e.extension) for e in regular
                   if not e.schedule.scheduled]
@@ -282,57 +288,13 @@ class Trainer:
                         if entry.schedule(self, iteration):
                             entry.extension(self)
                     self._run_last(last, iteration)
-                    due = _earliest(entries)
+                    due = earliest(entries)
 
-    def _run_last(self, last: List[_Entry], iteration: int) -> None:
+    def _run_last(self, last: List[Entry], iteration: int) -> None:
         """Snapshot-priority extensions: all triggers first, then the ones that fired."""
         fired = [entry for entry in last if entry.schedule(self, iteration)]
         for entry in fired:
             entry.extension(self)
-
-    def _on_error(self, entries: List[_Entry], exc: BaseException) -> None:
-        tb = exc.__traceback__
-        if self.comm.size > 1:
-            # a rank may fail alone (its peers then fail in their next collective):
-            # whether all failed at one point cannot be known, so no extension that
-            # calls collectives, and no snapshot_on_error (a set written by some
-            # ranks would be a snapshot of a half-done iteration), is asked
-            skipped = [e for e in entries if getattr(e.extension, 'collective', False)
-                       or getattr(e.extension, 'snapshot_on_error', False)]
-            named = [e for e in skipped                     # those that do something there
-                     if getattr(type(e.extension), 'on_error', None) is not Extension.on_error]
-            if named:
-                sys.stderr.write(
-                    f'trainerlib: rank {self.comm.rank} of {self.comm.size} failed; on_error '
-                    f'of {", ".join(repr(e.extension.name) for e in named)} skipped '
-                    '(collective, or snapshot_on_error: not written under several ranks)\n')
-            entries = [e for e in entries if e not in skipped]
-        for entry in entries:
-            try:
-                entry.extension.on_error(self, exc, tb)
-            except Exception:
-                sys.stderr.write(f'Error in on_error of extension {entry.extension.name!r} '
-                                 '(ignored, the original error follows):\n')
-                traceback.print_exc()
-
-    def _finalize(self, entries: List[_Entry], failed: bool) -> None:
-        """Finalize every extension and the updater, even when one of them fails.
-
-        The first error is raised (unless training already failed); the others,
-        which cannot be raised too, are printed with their tracebacks.
-        """
-        errors = []
-        calls = [(f'extension {e.extension.name!r}', e.extension.finalize) for e in entries]
-        for what, fn in calls + [('the updater', lambda trainer: self.updater.finalize())]:
-            try:
-                fn(self)
-            except Exception as e:  # finalize the others, then report
-                errors.append((what, e))
-        for what, error in errors[0 if failed else 1:]:
-            sys.stderr.write(f'Error in finalize of {what}:\n')
-            traceback.print_exception(type(error), error, error.__traceback__)
-        if errors and not failed:
-            raise errors[0][1]
 
     def state_dict(self) -> dict:
         """Progress of the whole run (see DESIGN §6): updater, triggers, extensions, RNG, time."""
