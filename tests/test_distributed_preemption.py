@@ -176,14 +176,19 @@ def assert_same_as(out, reference):
     assert log == reference[1]
 
 
-def test_a_relaunch_after_an_agreed_sigterm_is_bit_identical(tmp_path, uninterrupted_job):
+@pytest.mark.parametrize('signalled', ['rank 1', 'the agent'])
+def test_a_relaunch_after_an_agreed_sigterm_is_bit_identical(tmp_path, uninterrupted_job,
+                                                             signalled):
     out = tmp_path / 'run'
     proc = start_job(out, *RESUMED, '--reached', 13, '--hold')
     wait_for(out / 'rank0.reached', proc, 'rank 0 holding after iteration 13')
     wait_for(out / 'rank1.reached', proc, 'rank 1 holding after iteration 13')
-    os.kill(json.loads((out / 'rank1.pid').read_text()), signal.SIGTERM)
+    if signalled == 'rank 1':
+        os.kill(json.loads((out / 'rank1.pid').read_text()), signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)      # the agent forwards it to both ranks
     (out / 'go').write_text('')
-    output = finish(proc, 'SIGTERM to rank 1 at iteration 13')
+    output = finish(proc, f'SIGTERM to {signalled} at iteration 13')
     assert [r['status'] for r in records(out)] == ['preempted'] * 2, output
     assert [r['iteration'] for r in records(out)] == [16, 16]   # the next check (K = 4)
     assert (out / 'snapshot_iter_16').is_file() and not (out / 'final_rank0').exists()
