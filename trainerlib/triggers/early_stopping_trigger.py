@@ -26,14 +26,20 @@ class EarlyStoppingTrigger:
         check_trigger: when to compare, default ``(1, 'epoch')``.
         monitor: observation key, default ``'main/loss'``.
         patience: checks without improvement before stopping (default 3).
+        patients: Chainer's alias of ``patience``.
         mode: ``'min'``, ``'max'`` or ``'auto'`` (max if 'accuracy' is in the key).
         verbose: print a line when stopping.
         max_trigger: hard stop, default ``(100, 'epoch')``.
     """
 
     def __init__(self, check_trigger: TriggerLike = (1, 'epoch'), monitor: str = 'main/loss',
-                 patience: int = 3, mode: str = 'auto', verbose: bool = False,
-                 max_trigger: TriggerLike = (100, 'epoch')) -> None:
+                 patience: Optional[int] = None, mode: str = 'auto', verbose: bool = False,
+                 max_trigger: TriggerLike = (100, 'epoch'), *,
+                 patients: Optional[int] = None) -> None:
+        if patience is not None and patients is not None:
+            raise TypeError("EarlyStoppingTrigger: both 'patience' and 'patients' are given; "
+                            "'patients' is Chainer's alias of 'patience': give only 'patience'")
+        patience = next((p for p in (patience, patients) if p is not None), 3)
         if patience < 1:
             raise ValueError(f'patience must be >= 1, got {patience}')
         if mode == 'auto':

@@ -14,6 +14,12 @@ class OnceTrigger:
         self._call_on_resume = call_on_resume
         self._resumed = False
 
+    @property
+    def finished(self) -> bool:
+        """Whether it will never fire again (Chainer's flag: an extension whose trigger is
+        finished need not be initialized after a resume)."""
+        return self._fired and not self._resumed
+
     def __call__(self, trainer) -> bool:
         fire = not self._fired or self._resumed
         self._fired, self._resumed = True, False
