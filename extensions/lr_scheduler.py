@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 

@@ -14,5 +14,6 @@ __version__ = '0.1.0'
 
 __all__ = ['Classifier', 'DictSummary', 'Extension', 'NonFiniteError', 'OutputDirError',
            'PRIORITY_EDITOR', 'PRIORITY_READER', 'PRIORITY_SNAPSHOT', 'PRIORITY_WRITER',
-           'Preempted', 'Preemption', 'Reporter', 'SnapshotError', 'Summary', 'Trainer', 'TrainerlibError',
+           'Preempted', 'Preemption', 'Reporter', 'SnapshotError', 'Summary', 'Trainer',
+           'TrainerlibError',
            'make_extension', 'report', 'report_scope', 'training', '__version__']
