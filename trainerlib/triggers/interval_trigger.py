@@ -18,7 +18,7 @@ def position(updater, unit: str) -> Tuple[float, float]:
     if unit == 'iteration':
         it = updater.iteration
         return max(it - 1, 0), it
-    prev = updater.previous_epoch_detail
+    prev = getattr(updater, 'previous_epoch_detail', None)   # Chainer's updaters may lack it
     return (0.0 if prev is None else prev), updater.epoch_detail
 
 
@@ -27,7 +27,8 @@ class IntervalTrigger:
 
     Stateful, as Chainer's: it remembers the position of its previous call, so it
     works when called every iteration, for fractional epochs, and for epochs that
-    are not a whole number of batches. It never fires at iteration 0.
+    are not a whole number of batches. It never fires at iteration 0. An updater
+    without ``previous_epoch_detail`` (Chainer's may lack it) counts from epoch 0.
 
     Args:
         period: length of the interval (> 0; an integer for ``'iteration'``).
@@ -56,7 +57,7 @@ class IntervalTrigger:
             return previous // self.period != current // self.period
         current = updater.epoch_detail
         if previous is None:
-            previous = updater.previous_epoch_detail or 0.0
+            previous = getattr(updater, 'previous_epoch_detail', None) or 0.0
         self._previous = current
         return self._epochs(previous) != self._epochs(current)
 
