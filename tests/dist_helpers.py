@@ -83,3 +83,15 @@ def torchrun_2(args, timeout=240.0):
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f'torchrun {" ".join(map(str, args))} did not exit within '
                              f'{timeout} s; its output so far: {e.stdout!r} {e.stderr!r}') from None
+
+
+def final_result(out):
+    """What a 2-rank test worker left in ``out``: each rank's ``final_rank{r}`` state and
+    the log without ``elapsed_time``."""
+    import json
+
+    from trainerlib.serialization import load_state
+    finals = [load_state(os.path.join(str(out), f'final_rank{r}')) for r in (0, 1)]
+    with open(os.path.join(str(out), 'log')) as f:
+        log = [{k: v for k, v in e.items() if k != 'elapsed_time'} for e in json.load(f)]
+    return finals, log

@@ -14,14 +14,13 @@ import pytest
 import torch
 
 import extensions as E
-from tests.dist_helpers import run_ranks
+from tests.dist_helpers import final_result, run_ranks
 from trainerlib import Classifier, Trainer
 from trainerlib.datasets import TupleDataset
 from trainerlib.distributed import SingleProcessCommunicator
 from trainerlib.extension import PRIORITY_SNAPSHOT, FunctionExtension
 from trainerlib.iterators import SerialIterator
 from trainerlib.preemption import Preempted, Preemption
-from trainerlib.serialization import load_state
 from trainerlib.updaters import StandardUpdater
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,13 +149,6 @@ def test_an_exception_on_rank_1_ends_both_ranks_non_zero_without_a_half_snapshot
 # ---- resume after a preemption or a restart: identical to the uninterrupted run -------
 
 RESUMED = ('--iterations', 40, '--check-every', 4, '--snapshot-every', 10, '--autoload')
-
-
-def final_result(out):
-    finals = [load_state(str(out / f'final_rank{r}')) for r in range(2)]
-    log = [{k: v for k, v in e.items() if k != 'elapsed_time'}
-           for e in json.loads((out / 'log').read_text())]
-    return finals, log
 
 
 @pytest.fixture(scope='module')

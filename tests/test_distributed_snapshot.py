@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 import extensions as E
-from tests.dist_helpers import run_ranks, torchrun_2
+from tests.dist_helpers import final_result, run_ranks, torchrun_2
 from trainerlib import Classifier, Trainer, reporter
 from trainerlib.datasets import TupleDataset
 from trainerlib.errors import SnapshotError
 from trainerlib.extension import PRIORITY_WRITER, FunctionExtension
 from trainerlib.iterators import SerialIterator
-from trainerlib.serialization import load_snapshot, load_state
+from trainerlib.serialization import load_snapshot
 from trainerlib.updaters import StandardUpdater
 
 END = 30
@@ -257,19 +257,12 @@ def launch(out, *args):
     return torchrun_2([WORKER, out, *args], LAUNCH_TIMEOUT)
 
 
-def worker_result(out):
-    finals = [load_state(str(out / f'final_rank{r}')) for r in (0, 1)]
-    log = [{k: v for k, v in e.items() if k != 'elapsed_time'}
-           for e in json.loads((out / 'log').read_text())]
-    return finals, log
-
-
 @pytest.fixture(scope='module')
 def worker_reference(tmp_path_factory):
     out = tmp_path_factory.mktemp('worker_reference') / 'out'
     proc = launch(out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return worker_result(out)
+    return final_result(out)
 
 
 @pytest.mark.slow
@@ -285,7 +278,7 @@ def test_kill_9_of_a_rank_then_relaunch_is_bit_identical(tmp_path, worker_refere
     starts = {line.split()[-1] for line in resumed.stdout.splitlines() if 'started at' in line}
     assert len(starts) == 1, resumed.stdout            # both ranks agreed on one set
     assert int(starts.pop()) in expected_starts(rank, iteration, phase), resumed.stdout
-    finals, log = worker_result(out)
+    finals, log = final_result(out)
     for r in (0, 1):
         expected = worker_reference[0][r]
         assert finals[r].keys() == expected.keys()
