@@ -75,7 +75,7 @@ def test_snapshot_priority_runs_after_every_trigger_was_evaluated(tmp_path):
     trainer.run()
     # the snapshot_object trigger (registered after grab) was already evaluated at 2 and 4
     # (and, scheduled, asked only there)
-    assert [s['snapshot_object']['previous'] for s in seen] == [None, 2, 2, 4]
+    assert [s['snapshot_object']['previous'] for s in seen] == [0, 2, 2, 4]
 
 
 def test_on_error_runs_for_all_and_finalize_always(tmp_path, capsys):

@@ -98,7 +98,7 @@ def test_interval_trigger_never_fires_at_iteration_0(unit):
 
 @pytest.mark.parametrize('calls, expected', [
     ([1, 3, 5, 6], [False, True, True, True]),   # crossing 2, 4, 6 between calls
-    ([3, 4, 7, 8], [False, True, True, True]),   # the first call guesses previous = 2
+    ([3, 4, 7, 8], [True, True, True, True]),    # counted from 0: 2 was crossed before 3
     ([1, 2, 2, 3], [False, True, False, False]),  # asked twice at the same iteration
 ])
 def test_interval_trigger_called_irregularly(calls, expected):

@@ -15,3 +15,12 @@ def load_into(obj: Any, state: dict) -> None:
     fn = getattr(obj, 'load_state_dict', None)
     if fn is not None and state is not None:
         fn(state)
+
+
+def guess_previous(trigger: Any) -> None:
+    """Tell ``trigger`` that the position of its previous call is unknown (a snapshot
+    has no state for it), if it keeps one: its next call guesses it from the updater,
+    as Chainer's triggers do when their saved position is missing."""
+    fn = getattr(trigger, 'guess_previous', None)
+    if fn is not None:
+        fn()

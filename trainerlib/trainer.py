@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 
 from trainerlib import reporter as reporter_module
-from trainerlib._state import load_into, state_of
+from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.distributed import control as control_module
 from trainerlib.distributed.roles import checked_comm, for_this_rank
 from trainerlib.distributed.seeding import derive_rank_streams
@@ -330,6 +330,8 @@ class Trainer:
                 entry.extension.load_state_dict(state['extensions'][name])
             if name in state['triggers']:
                 load_into(entry.trigger, state['triggers'][name])
+            else:   # added since the snapshot: it must not count from iteration 0
+                guess_previous(entry.trigger)
         self._elapsed_before = state['elapsed_time']
         self.observation = dict(state.get('observation', {}))
         if self._start_at is not None:

@@ -5,7 +5,7 @@ import operator
 import warnings
 from typing import Optional
 
-from trainerlib._state import load_into, state_of
+from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.distributed.context import comm_of
 from trainerlib.summary import DictSummary
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
@@ -88,6 +88,11 @@ class EarlyStoppingTrigger:
 
     def get_training_length(self):
         return getattr(self._max_trigger, 'get_training_length', lambda: None)()
+
+    def guess_previous(self) -> None:
+        """Its inner triggers guess their previous position (see IntervalTrigger)."""
+        guess_previous(self._check_trigger)
+        guess_previous(self._max_trigger)
 
     def state_dict(self) -> dict:
         return {'best': self.best, 'count': self.count, 'summary': self._summary.state_dict(),

@@ -25,10 +25,13 @@ def position(updater, unit: str) -> Tuple[float, float]:
 class IntervalTrigger:
     """Fires when the iteration count (or ``epoch_detail``) crosses a multiple of ``period``.
 
-    Stateful, as Chainer's: it remembers the position of its previous call, so it
-    works when called every iteration, for fractional epochs, and for epochs that
-    are not a whole number of batches. It never fires at iteration 0. An updater
-    without ``previous_epoch_detail`` (Chainer's may lack it) counts from epoch 0.
+    Stateful, as Chainer's: it fires when a boundary was crossed since its previous
+    call, counting from 0 at the first call (first asked at iteration 3,
+    ``(2, 'iteration')`` fires), so it works when called every iteration, sparsely
+    (from inside an extension), for fractional epochs, and for epochs that are not a
+    whole number of batches. It never fires at iteration 0. After
+    :meth:`guess_previous` (a resumed snapshot had no state for it) the previous
+    position is guessed: one iteration back, or the updater's ``previous_epoch_detail``.
 
     Args:
         period: length of the interval (> 0; an integer for ``'iteration'``).
@@ -44,7 +47,7 @@ class IntervalTrigger:
                              "use the 'epoch' unit for fractional periods")
         self.period = period
         self.unit = unit
-        self._previous: Optional[float] = None
+        self._previous: Optional[float] = 0   # None: guess it at the next call
 
     def __call__(self, trainer) -> bool:
         updater = trainer.updater
@@ -80,6 +83,10 @@ class IntervalTrigger:
     def _epochs(self, x: float) -> int:
         """Whole periods in ``x`` epochs, tolerant of rounding (0.3 / 0.1 < 3)."""
         return math.floor(x / self.period + 1e-9)
+
+    def guess_previous(self) -> None:
+        """Forget the previous position: the next call guesses it from the updater."""
+        self._previous = None
 
     def get_training_length(self) -> Tuple[Union[int, float], str]:
         return self.period, self.unit

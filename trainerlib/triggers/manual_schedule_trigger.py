@@ -10,7 +10,11 @@ Number = Union[int, float]
 
 
 class ManualScheduleTrigger:
-    """Fires when the position crosses one of ``points``.
+    """Fires when the position crossed one of ``points`` since the previous call.
+
+    Counted from 0 at the first call, as Chainer's (first asked at iteration 5 with
+    ``points=[2, 4]``: fires once); after :meth:`guess_previous` the previous position
+    is guessed, as :class:`IntervalTrigger` does.
 
     Args:
         points: a number or a sequence of numbers (iterations or epochs).
@@ -27,7 +31,7 @@ class ManualScheduleTrigger:
             raise ValueError('ManualScheduleTrigger needs at least one point')
         self.unit = unit
         self.finished = False
-        self._previous: Optional[Number] = None
+        self._previous: Optional[Number] = 0   # None: guess it at the next call
 
     def __call__(self, trainer) -> bool:
         guess, current = position(trainer.updater, self.unit)
@@ -42,6 +46,10 @@ class ManualScheduleTrigger:
         if self.unit != 'iteration':
             return None
         return next((p for p in self.points if p > iteration), math.inf)
+
+    def guess_previous(self) -> None:
+        """Forget the previous position: the next call guesses it from the updater."""
+        self._previous = None
 
     def state_dict(self) -> dict:
         return {'previous': self._previous, 'finished': self.finished, 'unit': self.unit}

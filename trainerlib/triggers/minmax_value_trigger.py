@@ -4,7 +4,7 @@ from __future__ import annotations
 import operator
 from typing import Callable, Optional
 
-from trainerlib._state import load_into, state_of
+from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.distributed.context import comm_of
 from trainerlib.summary import DictSummary
 from trainerlib.triggers.get_trigger import TriggerLike, get_trigger
@@ -54,6 +54,10 @@ class BestValueTrigger:
             self.best_value = value
             return True
         return False
+
+    def guess_previous(self) -> None:
+        """Its inner triggers guess their previous position (see IntervalTrigger)."""
+        guess_previous(self._interval_trigger)
 
     def state_dict(self) -> dict:
         return {'best_value': self.best_value, 'summary': self._summary.state_dict(),
