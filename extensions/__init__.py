@@ -1,4 +1,5 @@
 """The trainerlib extension library (``import extensions as E``)."""
+from extensions.dump_graph import DumpGraph
 from extensions.evaluator import Evaluator, create_multi_node_evaluator
 from extensions.exponential_shift import ExponentialShift
 from extensions.fail_on_non_number import FailOnNonNumber
@@ -24,7 +25,7 @@ from extensions.tensorboard_report import TensorBoardReport
 from extensions.variable_statistics_plot import VariableStatisticsPlot
 from extensions.warmup_shift import WarmupShift
 
-__all__ = ['Evaluator', 'ExponentialShift', 'FailOnNonNumber', 'ImageGrid', 'InverseShift',
+__all__ = ['DumpGraph', 'Evaluator', 'ExponentialShift', 'FailOnNonNumber', 'ImageGrid', 'InverseShift',
            'LRScheduler', 'LinearShift', 'LogReport', 'MicroAverage', 'MultistepShift',
            'ParameterStatistics', 'PlotReport', 'PolynomialShift', 'PrintReport', 'ProgressBar',
            'ProcessQueueWriter', 'ProcessWriter', 'QueueWriter', 'SimpleWriter', 'Snapshot',

@@ -28,11 +28,15 @@ class Reporter:
 
     Attributes:
         observation: the dict that :meth:`report` writes into.
+        keep_graph: store reported tensors with their autograd graph (Chainer's
+            ``config.keep_graph_on_report``; ``DumpGraph`` sets it until it has drawn
+            the graph). Default False: tensors that require grad are detached.
     """
 
     def __init__(self) -> None:
         self._prefixes: Dict[int, str] = {}   # id(observer) -> 'name/'
         self.observation: Dict[str, Any] = {}
+        self.keep_graph = False
 
     def __enter__(self) -> 'Reporter':
         _stack().append(self)
@@ -72,7 +76,8 @@ class Reporter:
     def report(self, values: Mapping[str, Any], observer: Any = None) -> None:
         """Write ``values`` into the observation, prefixed by the observer's name.
 
-        Tensors that require grad are detached (no copy, no sync).
+        Tensors that require grad are detached (no copy, no sync) unless
+        :attr:`keep_graph` is set.
         """
         if observer is not None:
             try:
@@ -82,9 +87,9 @@ class Reporter:
                                'reporter; register it with add_observer(name, observer)') from None
         else:
             prefix = ''
-        observation = self.observation
+        observation, detach = self.observation, not self.keep_graph
         for key, value in values.items():
-            if isinstance(value, torch.Tensor) and value.requires_grad:
+            if detach and isinstance(value, torch.Tensor) and value.requires_grad:
                 value = value.detach()
             observation[prefix + key] = value
 

@@ -35,6 +35,12 @@ def _shape(shape: Any) -> str:
     return str(tuple(shape))
 
 
+def _known_shape(tensor: torch.Tensor) -> Optional[list]:
+    """The shape, or None for a lazy module's uninitialized parameter (loading the
+    saved tensor materializes it with the saved shape)."""
+    return None if torch.nn.parameter.is_lazy(tensor) else list(tensor.shape)
+
+
 def optimizer_record(optimizer: Any) -> dict:
     """What a snapshot records about ``optimizer`` to recognise it on resume.
 
@@ -71,7 +77,7 @@ def check_same_shapes(expected: Mapping[str, Any], saved: Any, what: str) -> Non
     problems += [f'unexpected {k}' for k in saved if k not in expected]
     problems += [f'{k}: saved {_shape(saved[k].shape)}, expected {_shape(v.shape)}'
                  for k, v in expected.items()
-                 if k in saved and isinstance(v, torch.Tensor)
+                 if k in saved and isinstance(v, torch.Tensor) and not torch.nn.parameter.is_lazy(v)
                  and isinstance(saved[k], torch.Tensor) and v.shape != saved[k].shape]
     if problems:
         shown = '; '.join(problems[:20]) + (' …' if len(problems) > 20 else '')
@@ -124,13 +130,13 @@ def check_optimizer(optimizer: Any, saved: Any, what: str,
             raise SnapshotMismatchError(
                 f'has {len(saved_group["params"])} parameters in param group {i} of {what}, '
                 f'this run has {len(group["params"])}', SAME_GROUPS)
-    current = [[list(p.shape) for p in g['params']] for g in groups]
+    current = [[_known_shape(p) for p in g['params']] for g in groups]
     shapes = record.get('shapes') if isinstance(record, Mapping) else None
     if shapes is None:
         shapes = _buffer_shapes(saved, current)
     for i, (saved_shapes, group_shapes) in enumerate(zip(shapes, current)):
         for j, (was, now) in enumerate(zip(saved_shapes, group_shapes)):
-            if was is not None and list(was) != now:
+            if was is not None and now is not None and list(was) != now:
                 raise SnapshotMismatchError(
                     f'has a parameter of shape {_shape(was)} at param group {i}, index {j} of '
                     f'{what}, this run has {_shape(now)}', SAME_MODEL)
@@ -146,7 +152,7 @@ def _buffer_shapes(saved: Mapping[str, Any], current: List[List[list]]) -> List[
             buffers = state.get(index, {}) if isinstance(state.get(index), Mapping) else {}
             seen = [v.shape for k, v in buffers.items()
                     if k in _PARAM_SHAPED and isinstance(v, torch.Tensor)]
-            row.append(next((list(s) for s in seen if list(s) != now), None))
+            row.append(next((list(s) for s in seen if now is not None and list(s) != now), None))
         shapes.append(row)
     return shapes
 

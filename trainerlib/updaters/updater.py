@@ -35,7 +35,9 @@ class Updater:
         iterators: an iterator or a dict of them.
         optimizers: a ``torch.optim.Optimizer`` or a dict of them.
         models: an ``nn.Module`` or a dict of them (reports of a model are
-            prefixed by its name: ``main/loss``).
+            prefixed by its name: ``main/loss``); default: the optimizers' ``target``
+            modules where they have one (Chainer's ``optimizer.setup(model)``, see
+            :mod:`trainerlib.chainer_compat.optimizers`).
     """
 
     def __init__(self, iterators: Any, optimizers: Any,
@@ -43,7 +45,9 @@ class Updater:
                  ) -> None:
         self._iterators = as_dict(iterators, 'iterator')
         self._optimizers = as_dict(optimizers, 'optimizer')
-        self._models = as_dict(models, 'model')
+        self._models = as_dict(models, 'model') if models is not None else {
+            name: opt.target for name, opt in self._optimizers.items()
+            if isinstance(getattr(opt, 'target', None), torch.nn.Module)}
         if 'main' not in self._iterators:
             raise ValueError(f"the iterators need a 'main' entry (epochs are counted on it); "
                              f'got {sorted(self._iterators)}')
