@@ -106,7 +106,8 @@ def test_resume_continues_exactly(tmp_path, name, split):
     resumed.load_state_dict(state)
     resumed.run()
     assert first.recorded == full.recorded[:split + 1]
-    assert resumed.recorded == full.recorded[split:]        # bit-identical values
+    assert resumed.recorded == full.recorded[split + 1:]    # bit-identical values (not
+    #                                  recorded again before training: the resume is no start)
     for a, b in zip(resumed.updater.get_model('main').parameters(),
                     full.updater.get_model('main').parameters()):
         assert torch.equal(a, b)
@@ -121,7 +122,7 @@ def test_resumed_exponential_shift_does_not_compound(tmp_path):
     assert opt.param_groups[0]['lr'] == 0.1 * 0.5 ** 4     # the loaded, already shifted value
     opt.param_groups[0]['lr'] = 123.0                       # the saved value is set again
     resumed.run()
-    assert [r[0] for r in resumed.recorded] == [0.1 * 0.5 ** k for k in range(4, K + 1)]
+    assert [r[0] for r in resumed.recorded] == [0.1 * 0.5 ** k for k in range(5, K + 1)]
     assert resumed.state_dict()['extensions']['ExponentialShift'] == {'t': K,
                                                                       'inits': [0.1, 0.01]}
 

@@ -113,7 +113,10 @@ class Trainer:
                 An explicit name that is already taken is an error.
             trigger: overrides ``extension.trigger``.
             priority: overrides ``extension.priority``.
-            call_before_training: also call it once before the first iteration.
+            call_before_training: also call it once before the first iteration (not
+                again when a run resumes from a snapshot: the run it continues did,
+                and what that call changed, e.g. a LogReport's means, is in the
+                snapshot; Chainer calls it at every ``run()``).
 
         Raises:
             ValueError: ``invoke_before_training=`` (removed in Chainer v2).
@@ -240,7 +243,7 @@ class Trainer:
         for entry in ordered:
             entry.initialize(self)
         before = [entry for entry in entries if entry.call_before_training]
-        if before:
+        if before and self.is_before_training:   # not again on resume
             self.reporter.observation = self.observation  # restored on resume, else {}
             with self.reporter:  # what they report (e.g. an Evaluator) is observed
                 for entry in before:
