@@ -309,6 +309,23 @@ def test_call_before_training_reports_are_observed(tmp_path):
     assert seen[0] == {'before': 0.0}
 
 
+@pytest.mark.parametrize('resume_at, expected', [
+    (None, [0, 2, 4]),      # a fresh run: before training, then at its trigger
+    (2, [4]),               # resumed at 2: not called again before the resumed training
+])
+def test_call_before_training_only_before_the_first_iteration(tmp_path, resume_at, expected):
+    calls = []
+    trainer = make_trainer(tmp_path, stop=(4, 'iteration'))
+    trainer.extend(Recorder(calls, 'a', trigger=(2, 'iteration')), call_before_training=True)
+    if resume_at is not None:
+        first = make_trainer(tmp_path, stop=(resume_at, 'iteration'))
+        first.extend(Recorder([], 'a', trigger=(2, 'iteration')), call_before_training=True)
+        first.run()
+        trainer.load_state_dict(first.state_dict())
+    trainer.run()
+    assert [it for it, tag in calls if it not in ('init', 'final')] == expected
+
+
 class ScheduledTrigger:
     """Fires at multiples of ``period``, says so through ``next_fire``, records when asked."""
 
