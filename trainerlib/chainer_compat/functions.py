@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as _F
 
 from trainerlib.models import accuracy, cross_entropy
+from trainerlib.stochastic.losses import bernoulli_nll, gaussian_kl_divergence, gaussian_nll
 
 relu = torch.relu
 sigmoid = torch.sigmoid
@@ -65,7 +66,8 @@ def reshape(x: torch.Tensor, shape) -> torch.Tensor:
     return x.reshape(shape)
 
 
-__all__ = ['accuracy', 'average_pooling_2d', 'concat', 'cross_entropy', 'dropout', 'elu',
+__all__ = ['accuracy', 'average_pooling_2d', 'bernoulli_nll', 'concat', 'cross_entropy',
+           'dropout', 'elu', 'gaussian_kl_divergence', 'gaussian_nll',
            'leaky_relu', 'log_softmax', 'max_pooling_2d', 'mean_squared_error', 'relu',
            'reshape', 'sigmoid', 'sigmoid_cross_entropy', 'softmax', 'softmax_cross_entropy',
            'tanh']

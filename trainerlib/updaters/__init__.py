@@ -8,9 +8,10 @@ from trainerlib.updaters.multi_head_updater import Head, MultiHeadUpdater
 from trainerlib.updaters.path_sgd_updater import PathSGDUpdater
 from trainerlib.updaters.perturbation_updater import MeaningfulPerturbationUpdater
 from trainerlib.updaters.standard_updater import StandardUpdater
+from trainerlib.updaters.stochastic_updater import StochasticUpdater
 from trainerlib.updaters.updater import Updater
 
 __all__ = ['AmpContext', 'GANUpdater', 'Head', 'MeaningfulPerturbationUpdater',
            'MultiHeadUpdater', 'PathSGDUpdater',
-           'StandardUpdater', 'Updater', 'clip_grads', 'parameters_of', 'requires_grad',
+           'StandardUpdater', 'StochasticUpdater', 'Updater', 'clip_grads', 'parameters_of', 'requires_grad',
            'skip_all_on_overflow', 'step_all', 'zero_grad', 'zero_grads']
