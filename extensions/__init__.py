@@ -25,8 +25,8 @@ from extensions.tensorboard_report import TensorBoardReport
 from extensions.variable_statistics_plot import VariableStatisticsPlot
 from extensions.warmup_shift import WarmupShift
 
-__all__ = ['DumpGraph', 'Evaluator', 'ExponentialShift', 'FailOnNonNumber', 'ImageGrid', 'InverseShift',
-           'LRScheduler', 'LinearShift', 'LogReport', 'MicroAverage', 'MultistepShift',
+__all__ = ['DumpGraph', 'Evaluator', 'ExponentialShift', 'FailOnNonNumber', 'ImageGrid',
+           'InverseShift', 'LRScheduler', 'LinearShift', 'LogReport', 'MicroAverage', 'MultistepShift',
            'ParameterStatistics', 'PlotReport', 'PolynomialShift', 'PrintReport', 'ProgressBar',
            'ProcessQueueWriter', 'ProcessWriter', 'QueueWriter', 'SimpleWriter', 'Snapshot',
            'StepShift', 'TensorBoardReport', 'ThreadQueueWriter', 'ThreadWriter',

@@ -10,7 +10,7 @@ import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from trainerlib import triggers
-from trainerlib._state import load_into, state_of
+from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.serialization import remove_partial_files
@@ -177,6 +177,11 @@ class LogReport(Extension):
                 len(self._encoded) < len(self.log) and comm_of(trainer).rank == 0:
             self._write(trainer.out)
         self._writer.flush()
+
+    def guess_previous(self) -> None:
+        """Its trigger guesses its previous position (the snapshot being resumed has
+        no state for this extension: see IntervalTrigger.guess_previous)."""
+        guess_previous(self._trigger)
 
     def state_dict(self) -> dict:
         return {'log': copy.deepcopy(self.log), 'summary': self._summary.state_dict(),

@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Optional
 
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from trainerlib._state import load_into, state_of
+from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_READER, Extension
 from trainerlib.summary import Summary
@@ -86,6 +86,11 @@ class LRScheduler(Extension):
         mean = self._summary.compute_mean()
         self._summary = Summary()
         return mean
+
+    def guess_previous(self) -> None:
+        """Its trigger guesses its previous position (the snapshot being resumed has
+        no state for this extension: see IntervalTrigger.guess_previous)."""
+        guess_previous(self._trigger)
 
     def state_dict(self) -> dict:
         return {'scheduler': copy.deepcopy(self.scheduler.state_dict()),

@@ -6,7 +6,7 @@ from typing import Any, List
 
 import torch
 from trainerlib import reporter
-from trainerlib._state import load_into, state_of
+from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_EDITOR, Extension, TriggerLike
 from trainerlib.triggers import get_trigger
@@ -97,6 +97,11 @@ class MicroAverage(Extension):
             self._numerator = self._denominator = 0
             if result is not None:
                 reporter.report({self._result_key: result})
+
+    def guess_previous(self) -> None:
+        """Its trigger guesses its previous position (the snapshot being resumed has
+        no state for this extension: see IntervalTrigger.guess_previous)."""
+        guess_previous(self._trigger)
 
     def state_dict(self) -> dict:
         return {'numerator': _saved(self._numerator), 'denominator': _saved(self._denominator),

@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from trainerlib import reporter
-from trainerlib._state import load_into, state_of
+from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.extension import PRIORITY_WRITER, Extension, TriggerLike
 from trainerlib.triggers import get_trigger
 
@@ -191,6 +191,11 @@ class ParameterStatistics(Extension):
     def _keys(self, group: str) -> List[str]:
         return [f'{group}/{name}' if n == 1 else f'{group}/{name}/{i}'
                 for name, n in self._layout[group] for i in range(n)]
+
+    def guess_previous(self) -> None:
+        """Its trigger guesses its previous position (the snapshot being resumed has
+        no state for this extension: see IntervalTrigger.guess_previous)."""
+        guess_previous(self._trigger)
 
     def state_dict(self) -> dict:
         state = {'sums': {g: t.cpu() for g, t in self._sums.items()},

@@ -5,7 +5,7 @@ import os
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from trainerlib import triggers
-from trainerlib._state import load_into, state_of
+from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_READER, Extension, TriggerLike
 from trainerlib.serialization import atomic_open
@@ -149,6 +149,11 @@ class PlotReport(Extension):
             self._postprocess(figure, axes, summary)
         legend = axes.legend(bbox_to_anchor=(1.05, 1), loc='upper left', borderaxespad=0.)
         save_png(figure, path, bbox_extra_artists=(legend,), bbox_inches='tight')
+
+    def guess_previous(self) -> None:
+        """Its trigger guesses its previous position (the snapshot being resumed has
+        no state for this extension: see IntervalTrigger.guess_previous)."""
+        guess_previous(self._trigger)
 
     def state_dict(self) -> dict:
         return {'data': {k: [list(p) for p in v] for k, v in self._data.items()},

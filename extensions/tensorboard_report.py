@@ -8,7 +8,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 from trainerlib import triggers
-from trainerlib._state import load_into, state_of
+from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.extension import PRIORITY_READER, TriggerLike
 
 from extensions.log_reader import LogReader
@@ -131,6 +131,11 @@ class TensorBoardReport(LogReader):
             self.writer = None
         else:
             self.writer.flush()
+
+    def guess_previous(self) -> None:
+        """Its trigger guesses its previous position (the snapshot being resumed has
+        no state for this extension: see IntervalTrigger.guess_previous)."""
+        guess_previous(self._histogram_trigger)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), 'written': self._written,

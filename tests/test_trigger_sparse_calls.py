@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+import extensions as E
 from trainerlib import Classifier, Trainer
 from trainerlib.iterators import SerialIterator
 from trainerlib.serialization import load_snapshot, save_state
@@ -160,3 +161,16 @@ def test_a_trigger_added_on_resume_does_not_count_from_zero(tmp_path):
     load_snapshot(str(tmp_path / 'snap'), resumed)
     resumed.run()
     assert calls == [8, 12]
+
+
+def test_an_extension_added_on_resume_does_not_count_from_zero(tmp_path):
+    """A LogReport the snapshot does not know writes its first entry at the next epoch end."""
+    first = tiny_trainer(tmp_path / 'a', (6, 'iteration'))
+    first.run()
+    save_state(first.state_dict(), str(tmp_path / 'snap'))
+    resumed = tiny_trainer(tmp_path / 'b', (3, 'epoch'))
+    log = E.LogReport(trigger=(1, 'epoch'))
+    resumed.extend(log)
+    load_snapshot(str(tmp_path / 'snap'), resumed)
+    resumed.run()
+    assert [e['iteration'] for e in log.log] == [8, 12]

@@ -331,6 +331,8 @@ class Trainer:
         for name, entry in self._extensions.items():
             if name in state['extensions']:
                 entry.extension.load_state_dict(state['extensions'][name])
+            else:   # added since the snapshot: its own triggers must not count from 0
+                guess_previous(entry.extension)
             if name in state['triggers']:
                 load_into(entry.trigger, state['triggers'][name])
             else:   # added since the snapshot: it must not count from iteration 0
