@@ -36,7 +36,10 @@ def binarized_split(name: str = 'mnist-test', root: Optional[str] = None,
     n_test = max(1, round(len(dataset) * test_fraction))
     parts = split_dataset_random(dataset, len(dataset) - n_test, seed=split_seed)
     out = []
-    for part in parts:
+    for what, part in zip(('training', 'held-out'), parts):
+        if len(part) == 0:
+            raise TrainerlibError(f'test_fraction {test_fraction} leaves no {what} image of the '
+                                  f'{len(dataset)} in {name!r}; use a value in (0, 1) such as 0.2')
         x, y = zip(*(part[i] for i in range(len(part))))
         x = (torch.stack(x) > threshold).to(torch.float32)
         out.append(TupleDataset(x, torch.stack([torch.as_tensor(t) for t in y])))
