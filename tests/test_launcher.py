@@ -35,7 +35,8 @@ def one_error_line(capsys):
 def test_recipes_are_listed_and_run_by_name(capsys, tmp_path):
     assert recipes_main.main([]) == 0
     listed = capsys.readouterr().out
-    for name in ('classify', 'dcgan', 'explain', 'init_study', 'multi_head', 'path_sgd'):
+    for name in ('classify', 'dcgan', 'explain', 'init_study', 'multi_head', 'optim_study',
+                 'path_sgd', 'sbn', 'vae', 'variance_study'):
         assert name in listed
     assert 'launcher' not in listed.split('recipes:')[1]
     assert recipes_main.main(['classify'] + TINY + ['--out', str(tmp_path)]) == 0
