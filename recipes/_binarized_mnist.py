@@ -38,8 +38,9 @@ def binarized_split(name: str = 'mnist-test', root: Optional[str] = None,
     out = []
     for what, part in zip(('training', 'held-out'), parts):
         if len(part) == 0:
-            raise TrainerlibError(f'test_fraction {test_fraction} leaves no {what} image of the '
-                                  f'{len(dataset)} in {name!r}; use a value in (0, 1) such as 0.2')
+            raise TrainerlibError(f"config key 'data.test_fraction' ({test_fraction}) leaves no "
+                                  f'{what} image of the {len(dataset)} in {name!r}; use a value '
+                                  'in (0, 1) such as 0.2')
         x, y = zip(*(part[i] for i in range(len(part))))
         x = (torch.stack(x) > threshold).to(torch.float32)
         out.append(TupleDataset(x, torch.stack([torch.as_tensor(t) for t in y])))
