@@ -16,6 +16,7 @@ from trainerlib.errors import ConfigError, NonFiniteError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension
 from trainerlib.serialization import dump_state, remove_partial_files
 from trainerlib.snapshot_compat import target_record
+from trainerlib.updaters.data_parallel import uncompiled
 
 
 def _always_true() -> bool:
@@ -95,7 +96,7 @@ class Snapshot(SnapshotFiles, Extension):
         the file's path. A set (W > 1 ranks) waits for the previous write first."""
         filename = self.filename.format(trainer)
         path = os.path.join(trainer.out, filename)
-        target = self._target_of(trainer)
+        target = uncompiled(self._target_of(trainer))   # plain keys, compiled or not
         iteration = trainer.updater.iteration
         comm = self._set_comm(trainer)
         header = None

@@ -13,6 +13,7 @@ from trainerlib.convert import DeviceLike, concat_examples
 from trainerlib.distributed.context import comm_of
 from trainerlib.extension import PRIORITY_WRITER, Extension
 from trainerlib.summary import DictSummary
+from trainerlib.updaters.data_parallel import unwrap
 from trainerlib.updaters.standard_updater import call_with
 
 from extensions.progress_bar import batches_per_epoch
@@ -46,11 +47,10 @@ def batch_size(in_arrays: Any, batch: Any) -> int:
 
 
 def _plain(target: Any) -> Any:
-    """The module inside a ``DistributedDataParallel`` wrapper (evaluating through the
-    wrapper with uneven shards would hang in its forward-time buffer broadcast)."""
-    if isinstance(target, torch.nn.parallel.DistributedDataParallel):
-        return target.module
-    return target
+    """The module inside ``DistributedDataParallel`` and ``torch.compile`` wrappers (its
+    names are the report's; evaluating through DDP with uneven shards would hang in its
+    forward-time buffer broadcast)."""
+    return unwrap(target)[0]
 
 
 def broadcast_buffers(modules: Any, comm: Any, root: int = 0) -> None:
@@ -119,6 +119,10 @@ class Evaluator(Extension):
     sample-weighted mean over the whole set, the same on every rank. The progress
     bar shows on rank 0 only.
 
+    A target given compiled (``torch.compile(model)``) is evaluated through the compiled
+    module (its eval-mode, no-grad graph is compiled at the first evaluation) and reported
+    under the plain module's names (``validation/main/loss``).
+
     Args:
         iterator: the validation iterator (``repeat=False``), or a dict with
             ``'main'``. Any re-iterable without ``reset`` (a DataLoader) works.
@@ -147,6 +151,9 @@ class Evaluator(Extension):
         self._iterators = dict(iterator) if isinstance(iterator, Mapping) else {'main': iterator}
         targets = dict(target) if isinstance(target, Mapping) else {'main': target}
         self._targets = {key: _plain(t) for key, t in targets.items()}
+        # the compiled module of a target given compiled (without DDP inside): evaluated through
+        self._compiled_targets = {key: c for key, c in (
+            (k, unwrap(t)[1]) for k, t in targets.items()) if c is not None}
         for key, it in self._iterators.items():
             if getattr(it, 'repeat', False):
                 raise ValueError(f'Evaluator: the iterator {key!r} repeats forever, so the '
@@ -211,7 +218,9 @@ class Evaluator(Extension):
         ``summary = summary.allreduce(self.comm_in_use)`` on every rank).
         """
         iterator = self._iterators['main']
-        eval_func = self._targets['main'] if self.eval_func is None else self.eval_func
+        eval_func = self.eval_func
+        if eval_func is None:
+            eval_func = self._compiled_targets.get('main', self._targets['main'])
         if self.eval_hook is not None:
             self.eval_hook(self)
         if hasattr(iterator, 'reset'):

@@ -72,6 +72,23 @@ def hand_item(w: Workload, n: int, s: Settings) -> Run:
     return finish(clock, model)
 
 
+def hand_compiled(w: Workload, n: int, s: Settings) -> Run:
+    """(a) with the network compiled by ``torch.compile`` (inductor; the loss stays eager).
+    Compiled once per process (a fresh model of the same network reuses the code)."""
+    model = w.make_model()
+    forward = torch.compile(model)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    clock = Clock(opt, n, s.period)
+    batches, nb = w.batches, len(w.batches)
+    for i in range(n):
+        x, t = batches[i % nb]
+        opt.zero_grad()
+        loss = F.cross_entropy(forward(x), t)
+        loss.backward()
+        opt.step()
+    return finish(clock, model)
+
+
 def hand_full(w: Workload, n: int, s: Settings) -> Run:
     """(a) plus, every ``snapshot_every`` iterations, a validation pass and a torch.save
     of model + optimizer: the hand-written counterpart of (e)."""
@@ -99,14 +116,16 @@ def hand_full(w: Workload, n: int, s: Settings) -> Run:
     return run
 
 
-def trainerlib_run(w: Workload, n: int, s: Settings, stack: str, serial: bool = False) -> Run:
+def trainerlib_run(w: Workload, n: int, s: Settings, stack: str, serial: bool = False,
+                   compile: bool = False) -> Run:
     """(c)-(e): Trainer + StandardUpdater over the in-memory batches that every contestant
     gets (a ``DataLoaderIterator`` over the list; with ``serial`` a ``SerialIterator`` over
     the dataset instead, which slices each batch out of it), with ``stack`` =
     'bare' (no extension), 'default' (LogReport + PrintReport + ProgressBar every 50
     iterations, to the null sink), 'snapshot' (default + snapshot every N) or 'full'
     (default + Evaluator + snapshot every N). The loss is reported through
-    ``Classifier(accfun=None)``, so the work equals the hand loop's."""
+    ``Classifier(accfun=None)``, so the work equals the hand loop's. ``compile``:
+    ``StandardUpdater(compile=True)`` (the Classifier's forward and loss, inductor)."""
     model = w.make_model()
     classifier = Classifier(model, accfun=None)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
@@ -114,7 +133,8 @@ def trainerlib_run(w: Workload, n: int, s: Settings, stack: str, serial: bool = 
     iterator = SerialIterator(torch.utils.data.TensorDataset(w.x, w.t), w.batch, shuffle=False) \
         if serial else DataLoaderIterator(Batches(w.batches))
     out = tempfile.mkdtemp(dir=s.tmp)
-    trainer = Trainer(StandardUpdater(iterator, opt, classifier), (n, 'iteration'), out=out)
+    trainer = Trainer(StandardUpdater(iterator, opt, classifier, compile=compile),
+                      (n, 'iteration'), out=out)
     every = (s.snapshot_every, 'iteration')
     if stack != 'bare':
         trainer.extend(E.LogReport(trigger=(LOG_EVERY, 'iteration')))
@@ -148,6 +168,21 @@ def own_contestants() -> Dict[str, Contestant]:
     }
 
 
+def compiled_contestants() -> Dict[str, Contestant]:
+    """The torch.compile contestants (``--compile``, or named by ``--only``): their weights
+    may differ from the hand loop's by rounding (see :data:`WEIGHT_TOLERANCE`)."""
+    return {
+        'hand-compiled': hand_compiled,
+        'default-compiled': lambda w, n, s: trainerlib_run(w, n, s, 'default', compile=True),
+    }
+
+
+WEIGHT_TOLERANCE = {name: 1e-3 for name in compiled_contestants()}
+"""Largest absolute weight difference from the hand loop allowed: inductor's kernels round
+differently from eager's (≈ 6e-8 after 300 CNN steps), and a max-pool tie that rounding
+breaks the other way sends a gradient elsewhere (measured once: 1.4e-4); every other
+contestant must end bit-identical."""
+
 DESCRIPTIONS = {
     'hand': '(a) hand loop, no .item()',
     'hand-none': 'a clearing grads by p.grad = None, not zero_grad()',
@@ -158,4 +193,6 @@ DESCRIPTIONS = {
     'default-serial': 'd with a SerialIterator slicing the dataset',
     'default+snapshot': 'd + snapshot every N',
     'full': '(e) d + Evaluator + snapshot every N',
+    'hand-compiled': 'a with torch.compile(model) (inductor)',
+    'default-compiled': 'd with StandardUpdater(compile=True) (inductor)',
 }

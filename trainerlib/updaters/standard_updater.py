@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, Optional, Union
+import inspect
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 
@@ -21,6 +22,33 @@ def call_with(fn: Callable, batch: Any) -> Any:
     if isinstance(batch, dict):
         return fn(**batch)
     return fn(batch)
+
+
+def compile_options(value: Any) -> Optional[Dict[str, Any]]:
+    """The ``torch.compile`` keyword arguments of ``compile=`` (None: do not compile)."""
+    if value is False:
+        return None
+    if value is True:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError('StandardUpdater(compile=...) takes False, True or a dict of '
+                        "torch.compile keyword arguments (e.g. {'mode': 'max-autotune'}), got "
+                        f'{value!r}')
+    known = [k for k in inspect.signature(torch.compile).parameters if k != 'model']
+    unknown = sorted(str(k) for k in value if k not in known)
+    if unknown:
+        raise ValueError(f'StandardUpdater(compile=...): torch.compile has no argument '
+                         f'{", ".join(map(repr, unknown))}; it takes {", ".join(known)}')
+    return dict(value)
+
+
+def compiled(fn: Callable, options: Mapping[str, Any]) -> Callable:
+    """``torch.compile(fn, **options)``; a bad backend or mode is a ValueError naming it."""
+    try:
+        return torch.compile(fn, **options)
+    except Exception as e:   # InvalidBackend, RuntimeError('Unrecognized mode …') …
+        raise ValueError(f'StandardUpdater(compile={dict(options)!r}): torch.compile refused '
+                         f'it: {e}') from e
 
 
 class StandardUpdater(Updater):
@@ -44,6 +72,13 @@ class StandardUpdater(Updater):
         amp: ``False`` (default), ``True`` (float16 on CUDA, bfloat16 on CPU),
             or a dtype name ``'float16'``/``'bfloat16'``: autocast for the
             forward, with a GradScaler for float16 (its state is saved).
+        compile: ``False`` (default), ``True`` or a dict of ``torch.compile``
+            keyword arguments (``{'mode': 'max-autotune'}``, ``{'backend': 'aot_eager'}``):
+            the forward goes through ``torch.compile`` of the main model (of ``loss_func``
+            if given; under DDP, of the DDP wrapper, as torch recommends) while the
+            plain model keeps its state-dict keys, so snapshots load compiled or not.
+            A model passed already compiled (``torch.compile(model)``) trains the same
+            way without this option.
     """
 
     def __init__(self, iterator: Any, optimizer: Any,
@@ -52,7 +87,8 @@ class StandardUpdater(Updater):
                  loss_func: Optional[Callable[..., torch.Tensor]] = None, *,
                  accumulate: int = 1, clip_grad_norm: Optional[float] = None,
                  clip_grad_value: Optional[float] = None,
-                 amp: Union[bool, str] = False) -> None:
+                 amp: Union[bool, str] = False,
+                 compile: Union[bool, Mapping[str, Any]] = False) -> None:
         super().__init__(iterator, optimizer, model)
         if 'main' not in self._optimizers:
             raise ValueError("the optimizers need a 'main' entry")
@@ -71,6 +107,26 @@ class StandardUpdater(Updater):
             for m in self._models.values():
                 m.to(device)
         self.amp = AmpContext(amp, device)
+        self._compile_options = compile_options(compile)
+        if self._compile_options is not None:
+            if loss_func is None and 'main' in self._forward_modules:
+                raise ValueError('StandardUpdater(compile=...): the model is already compiled '
+                                 '(torch.compile(model)); pass the plain model with compile=, '
+                                 'or the compiled one without it')
+            options = self._compile_options
+            if loss_func is None:
+                self._forward_modules['main'] = compiled(self._models['main'], options)
+            else:
+                self._compiled_loss_func = compiled(loss_func, options)
+        self._resolve_forward()
+
+    def _resolve_forward(self) -> None:
+        """Fix what the step calls (no per-iteration lookup): the loss function (compiled
+        with ``compile=``), else the main model's :meth:`ddp` module."""
+        if self.loss_func is None:
+            self._loss_call = self.ddp('main')
+        else:
+            self._loss_call = getattr(self, '_compiled_loss_func', self.loss_func)
 
     def setup_data_parallel(self, comm: Any) -> None:
         if self.loss_func is not None:
@@ -79,7 +135,13 @@ class StandardUpdater(Updater):
                 'calls the plain model, whose gradients DDP never sees; pass the module that '
                 'returns the loss as model= (e.g. Classifier(predictor, lossfun)), or write '
                 "update_core forwarding through self.ddp('main')")
-        super().setup_data_parallel(comm)
+        if self._compile_options is None:
+            super().setup_data_parallel(comm)
+        else:   # torch.compile(DDP(model)): DDP's buckets split the graph, overlapping comms
+            self._forward_modules.pop('main', None)
+            super().setup_data_parallel(comm)
+            self._forward_modules['main'] = compiled(self.ddp('main'), self._compile_options)
+        self._resolve_forward()
 
     def update_core(self) -> None:
         optimizer = self._optimizers['main']
@@ -103,9 +165,7 @@ class StandardUpdater(Updater):
 
     def _loss(self, batch: Any) -> torch.Tensor:
         """Convert ``batch`` and compute the loss (a scalar tensor) from it."""
-        in_arrays = self.converter(batch, self.device)
-        loss_func = self.ddp('main') if self.loss_func is None else self.loss_func
-        loss = call_with(loss_func, in_arrays)
+        loss = call_with(self._loss_call, self.converter(batch, self.device))
         if not isinstance(loss, torch.Tensor) or loss.ndim:
             raise TypeError('the loss function must return a scalar tensor, got '
                             f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')

@@ -8,6 +8,7 @@ import torch
 from trainerlib._state import load_into, state_of
 from trainerlib.errors import SnapshotMismatchError
 from trainerlib.snapshot_compat import check_optimizer, check_same_shapes, optimizer_record
+from trainerlib.updaters.data_parallel import is_compiled, uncompiled, wrap_models
 
 
 def as_dict(obj: Any, what: str) -> Dict[str, Any]:
@@ -31,6 +32,10 @@ class Updater:
     ``self.iteration`` themselves (as Chainer custom updaters do) work too. An
     :class:`AmpContext` stored as ``self.amp`` is saved with the state.
 
+    A model given compiled (``torch.compile(model)``) is kept as the plain module
+    (``model._orig_mod``: state dicts, snapshots and report names as without compiling)
+    and :meth:`ddp` forwards through the compiled one.
+
     Args:
         iterators: an iterator or a dict of them.
         optimizers: a ``torch.optim.Optimizer`` or a dict of them.
@@ -48,6 +53,10 @@ class Updater:
         self._models = as_dict(models, 'model') if models is not None else {
             name: opt.target for name, opt in self._optimizers.items()
             if isinstance(getattr(opt, 'target', None), torch.nn.Module)}
+        # name -> the module to forward through where it is not the plain model: the
+        # compiled module given, DDP wrappers (setup_data_parallel)
+        self._forward_modules = {name: m for name, m in self._models.items() if is_compiled(m)}
+        self._models = {name: uncompiled(m) for name, m in self._models.items()}
         if 'main' not in self._iterators:
             raise ValueError(f"the iterators need a 'main' entry (epochs are counted on it); "
                              f'got {sorted(self._iterators)}')
@@ -71,15 +80,19 @@ class Updater:
             self.setup_data_parallel(comm)
 
     def setup_data_parallel(self, comm: Any) -> None:
-        """Wrap every model with trainable parameters in ``DistributedDataParallel``."""
-        from trainerlib.updaters.data_parallel import wrap_models
-        self._ddp = wrap_models(self.get_all_models(), comm)
+        """Wrap every model with trainable parameters in ``DistributedDataParallel`` (a
+        model given compiled: its compiled module)."""
+        models = self.get_all_models()
+        wrapped = wrap_models(models, comm, {name: self.ddp(name) for name in models})
+        self._forward_modules = {**(getattr(self, '_forward_modules', None) or {}),
+                                 **wrapped}
 
     def ddp(self, name: str = 'main') -> torch.nn.Module:
         """The module to forward through when the loss backpropagated should train
-        ``name`` on every rank: its DDP wrapper in a data-parallel run, else the model
-        itself. Reports and state always use the plain model."""
-        wrapped = getattr(self, '_ddp', None)
+        ``name`` on every rank: its DDP wrapper in a data-parallel run, the compiled
+        module of a model given compiled, else the model itself. Reports and state
+        always use the plain model."""
+        wrapped = getattr(self, '_forward_modules', None)
         if wrapped and name in wrapped:
             return wrapped[name]
         models = getattr(self, '_models', None)   # the hot path: no dict copy
@@ -104,7 +117,9 @@ class Updater:
         return dict(self._optimizers)
 
     def get_all_models(self) -> Dict[str, torch.nn.Module]:
-        return dict(getattr(self, '_models', None) or {})
+        """The plain models by name (compiled ones unwrapped, for a subclass that set
+        ``self._models`` itself)."""
+        return {k: uncompiled(m) for k, m in (getattr(self, '_models', None) or {}).items()}
 
     # -- epoch bookkeeping (from the main iterator) -----------------------
     @property
