@@ -9,8 +9,10 @@ from extensions.linear_shift import LinearShift
 from extensions.log_report import LogReport
 from extensions.lr_scheduler import LRScheduler
 from extensions.micro_average import MicroAverage
+from extensions.mlflow_report import MLflowReport
 from extensions.multistep_shift import MultistepShift
 from extensions.observe_value import observe_lr, observe_value
+from extensions.optuna_pruning import ChainerPruningExtension, OptunaPruning
 from extensions.parameter_statistics import ParameterStatistics
 from extensions.plot_report import PlotReport
 from extensions.polynomial_shift import PolynomialShift
@@ -26,10 +28,12 @@ from extensions.variable_statistics_plot import VariableStatisticsPlot
 from extensions.warmup_shift import WarmupShift
 
 __all__ = ['DumpGraph', 'Evaluator', 'ExponentialShift', 'FailOnNonNumber', 'ImageGrid',
-           'InverseShift', 'LRScheduler', 'LinearShift', 'LogReport', 'MicroAverage', 'MultistepShift',
+           'InverseShift', 'LRScheduler', 'LinearShift', 'LogReport', 'MLflowReport',
+           'MicroAverage', 'MultistepShift',
            'ParameterStatistics', 'PlotReport', 'PolynomialShift', 'PrintReport', 'ProgressBar',
            'ProcessQueueWriter', 'ProcessWriter', 'QueueWriter', 'SimpleWriter', 'Snapshot',
            'StepShift', 'TensorBoardReport', 'ThreadQueueWriter', 'ThreadWriter',
            'VariableStatisticsPlot', 'WarmupShift',
+           'ChainerPruningExtension', 'OptunaPruning',
            'create_multi_node_evaluator', 'observe_lr', 'observe_value', 'snapshot',
            'snapshot_object', 'snapshot_writers']

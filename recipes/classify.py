@@ -11,8 +11,9 @@ train / 2,000 test with a fixed seed) and compared::
     python -m recipes.classify --out result --resume             # continue a run
 
 Writes ``out/config.yaml`` (the effective config), ``out/<model>/`` (``log``,
-``snapshot_iter_*``, ``best_model.pt``, ``final.json``), ``out/summary.json`` and, for
-``model=both``, ``out/results.json``. A user error prints ``error: ...`` and exits with
+``snapshot_iter_*``, ``best_model.pt``, ``final.json``, ``loss.png``, ``accuracy.png``),
+``out/summary.json`` and, for ``model=both``, ``out/results.json`` and ``out/comparison.png``
+(see :mod:`recipes._classify_plots`). A user error prints ``error: ...`` and exits with
 status 2 (see :mod:`recipes.launcher` for the common options).
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 import extensions as E
 from trainerlib import Classifier, Trainer, triggers
+from recipes._classify_plots import add_curves, plot_comparison
 from recipes._resume import previous_run
 from recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
                               schema_of, write_json)
@@ -179,8 +181,10 @@ def load_trained(run_dir: str, model: str = 'cnn',
 
 
 def train_model(name: str, cfg: Dict[str, Any], data, out: str, device: torch.device,
-                resume: bool, comm: Any = None) -> Dict[str, Any]:
+                resume: bool, comm: Any = None, hook: Any = None) -> Dict[str, Any]:
     """Train one model the Chainer way; return the content of ``final.json``.
+
+    ``hook(name, trainer)``, if given, is called before training (``Context.trainer_hook``).
 
     With a communicator of W ranks (torchrun), ``train.batch_size`` is per rank: the
     global batch is ``batch_size * W``, and the test set is shared among the ranks.
@@ -210,10 +214,13 @@ def train_model(name: str, cfg: Dict[str, Any], data, out: str, device: torch.de
                                   'validation/main/loss', 'validation/main/accuracy',
                                   'elapsed_time'], out=sys.stdout))
     trainer.extend(E.ProgressBar(out=sys.stdout))
+    add_curves(trainer, name)
     if resume and not (os.path.isdir(out) and any(n.startswith('snapshot_iter_')
                                                   for n in os.listdir(out))):
         print(f'{name}: no snapshot to resume in {out}; starting from scratch')
 
+    if hook is not None:
+        hook(name, trainer)
     trainer.run()
     log = trainer.get_extension('LogReport').log
     accs = [(e['validation/main/accuracy'], e['epoch']) for e in log
@@ -242,7 +249,8 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     results = {}
     for name in names:
         print(f'== {name} ==')
-        final = train_model(name, cfg, data, ctx.path(name), device, ctx.resume, ctx.comm)
+        final = train_model(name, cfg, data, ctx.path(name), device, ctx.resume, ctx.comm,
+                            ctx.trainer_hook)
         if ctx.comm.rank == 0:
             write_json(final, ctx.path(name, 'final.json'))
         results[name] = final
@@ -259,6 +267,8 @@ def run(cfg: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
         if ctx.comm.rank == 0:
             write_json(summary, ctx.path('results.json'))
         print(f"cnn - mlp: {gap:+.4f} test accuracy -> {ctx.path('results.json')}")
+        if ctx.comm.rank == 0 and plot_comparison(ctx.out, names, cfg['dataset']):
+            print(f"validation accuracy per epoch -> {ctx.path('comparison.png')}")
     return summary
 
 

@@ -11,11 +11,14 @@ optionally ``load_data(cfg)`` (run before anything is written; its result is
     python -m recipes.<name> [--config FILE] [--set key.sub=VALUE ...] [--out DIR]
                              [--device cpu|cuda] [--seed N] [--resume] [--debug]
     python -m recipes <name> ...          # the same, by name
+    python -m recipes.<name> --search N --config FILE --out DIR   # an Optuna search
 
 The launcher validates everything before training, refuses to overwrite a run (or to
 resume one made by another recipe or on other data), writes ``out/config.yaml`` (the
 effective config, loadable with ``--config``) and ``out/summary.json`` (what ``run``
 returned). User errors print one line and exit 2; ``--debug`` shows the traceback.
+``--search N`` runs N trials over the ``search:`` section of the config file instead
+(see :mod:`recipes._search`).
 """
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 from types import ModuleType
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 import yaml
@@ -44,6 +48,8 @@ from trainerlib.strict_json import strict_record
 SEED_RANGE = (0, 2 ** 64 - 1)
 """What ``torch.manual_seed`` and ``torch.Generator.manual_seed`` accept."""
 TRAINING_DEVICES = ('cpu', 'cuda', 'mps')
+SEARCH_FILE = 'search.yaml'
+"""What a ``--search`` output directory holds: the config it searches from."""
 
 
 
@@ -59,12 +65,16 @@ class Context:
             it runs before anything is written, so bad data leaves ``out`` untouched.
         comm: the communicator (a single-process one unless torchrun started several
             processes and the recipe sets ``DATA_PARALLEL = True``).
+        trainer_hook: None, or ``hook(name, trainer)`` that a recipe calls with each
+            trainer it builds, before running it (``--search`` attaches the Optuna
+            pruning extension there; ``name``: e.g. classify's model name).
     """
     out: str
     device: torch.device
     resume: bool
     data: Any = None
     comm: Any = dataclasses.field(default_factory=SingleProcessCommunicator)
+    trainer_hook: Optional[Callable[[str, Any], None]] = None
 
     def path(self, *parts: str) -> str:
         """A path inside the output directory."""
@@ -174,18 +184,35 @@ def parse_args(recipe: ModuleType, argv: Optional[List[str]]) -> argparse.Namesp
     parser.add_argument('--resume', action='store_true',
                         help='continue from the newest snapshot in the output directory')
     parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
+    parser.add_argument('--search', type=int, metavar='N',
+                        help='run an Optuna search until N trials finished, over the search: '
+                             'section of --config (re-running the command continues it)')
     return parser.parse_args(argv)
 
 
-def prepare(recipe: ModuleType, args: argparse.Namespace) -> Dict[str, Any]:
-    """Load and check the config, and check the output directory; writes nothing."""
+def overrides_of(recipe: ModuleType, args: argparse.Namespace) -> List[str]:
+    """The ``--set`` overrides, with ``--device`` and ``--seed`` as two more."""
     overrides = list(args.overrides)
     for key in ('device', 'seed'):
         if getattr(args, key) is not None:
             if key not in recipe.DEFAULTS:
                 raise ConfigError(f'--{key}: recipe {recipe.NAME!r} has no {key!r} setting')
             overrides.append(f'{key}={getattr(args, key)}')
-    cfg = load_config(args.config, schema_of(recipe), overrides)
+    return overrides
+
+
+def prepare(recipe: ModuleType, args: argparse.Namespace) -> Dict[str, Any]:
+    """Load and check the config, and check the output directory; writes nothing."""
+    overrides = overrides_of(recipe, args)
+    try:
+        cfg = load_config(args.config, schema_of(recipe), overrides)
+    except ConfigError as e:
+        if not str(e).startswith("unknown config key 'search'"):
+            raise
+        raise ConfigError(f"{e}; a 'search' section is read by --search N only") from None
+    if os.path.isfile(os.path.join(args.out, SEARCH_FILE)):
+        raise OutputDirError(f'{args.out} holds a --search; continue it with --search N, or '
+                             'choose another --out')
     check_seeds(cfg)
     if 'device' in cfg:
         resolve_device(cfg['device'])
@@ -267,15 +294,21 @@ def _same_config(path: str, cfg: Dict[str, Any]) -> bool:
 def launch(recipe: ModuleType, argv: Optional[List[str]] = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the recipe; return the exit status."""
     args = parse_args(recipe, argv)
+    searching = args.search is not None
+    again = ('the same command (the interrupted trial runs again)' if searching else
+             f'python -m recipes.{recipe.NAME} --out {args.out} --resume (plus the same '
+             '--config/--set)')
     try:
+        if searching:
+            from recipes._search import search
+            return run_cli(lambda: search(recipe, args), args.debug)
         return run_cli(lambda: execute(recipe, args), args.debug)
     except Preempted as stop:  # SIGTERM/SIGINT: the trainer saved a snapshot first
-        print(f'{stop}; continue with: python -m recipes.{recipe.NAME} --out {args.out} '
-              '--resume (plus the same --config/--set)', file=sys.stderr)
+        what = f'search stopped by {signal.Signals(stop.signum).name}' if searching else stop
+        print(f'{what}; continue with: {again}', file=sys.stderr)
         return stop.code
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f'interrupted; continue with: python -m recipes.{recipe.NAME} --out {args.out} '
-              '--resume (plus the same --config/--set)', file=sys.stderr)
+        print(f'interrupted; continue with: {again}', file=sys.stderr)
         return 130
