@@ -11,8 +11,8 @@ import queue
 import threading
 from typing import Any, Callable, Optional
 
-from extensions._thread_writers import PROCESS_FIX
-from extensions._writer import SimpleWriter, Writer, check_savefun
+from trainerlib.extensions._thread_writers import PROCESS_FIX
+from trainerlib.extensions._writer import SimpleWriter, Writer, check_savefun
 from trainerlib.errors import ConfigError
 
 

@@ -7,10 +7,10 @@ import warnings
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from extensions._snapshot_files import SnapshotFiles
-from extensions._snapshot_template import check_fields, parse
-from extensions._thread_writers import ThreadWriter
-from extensions._writer import SimpleWriter
+from trainerlib.extensions._snapshot_files import SnapshotFiles
+from trainerlib.extensions._snapshot_template import check_fields, parse
+from trainerlib.extensions._thread_writers import ThreadWriter
+from trainerlib.extensions._writer import SimpleWriter
 from trainerlib.distributed import commit, commit_load
 from trainerlib.errors import ConfigError, NonFiniteError
 from trainerlib.extension import PRIORITY_SNAPSHOT, Extension

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from extensions._snapshot import Snapshot
+from trainerlib.extensions._snapshot import Snapshot
 
 
 def snapshot(filename: str = 'snapshot_iter_{.updater.iteration}', *, target: Any = None,

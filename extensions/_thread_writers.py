@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Optional
 
-from extensions._writer import Writer, check_savefun
+from trainerlib.extensions._writer import Writer, check_savefun
 from trainerlib.errors import ConfigError
 
 PROCESS_FIX = ('a process gains nothing in trainerlib: the snapshot is serialized in the '

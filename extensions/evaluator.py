@@ -16,7 +16,7 @@ from trainerlib.summary import DictSummary
 from trainerlib.updaters.data_parallel import unwrap
 from trainerlib.updaters.standard_updater import call_with
 
-from extensions.progress_bar import batches_per_epoch
+from trainerlib.extensions.progress_bar import batches_per_epoch
 
 
 def _dim0(obj: Any) -> Optional[int]:

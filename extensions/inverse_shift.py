@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from extensions._shift import Attr, Shift, clamp
+from trainerlib.extensions._shift import Attr, Shift, clamp
 
 
 class InverseShift(Shift):

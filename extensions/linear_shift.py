@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from extensions._shift import Attr, Shift
+from trainerlib.extensions._shift import Attr, Shift
 
 
 class LinearShift(Shift):

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from trainerlib.extension import Extension
 
-from extensions.log_report import LogReport
+from trainerlib.extensions.log_report import LogReport
 
 
 class LogEntryTrigger:

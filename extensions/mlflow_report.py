@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 from trainerlib.errors import SnapshotMismatchError, TrainerlibError
 from trainerlib.extension import PRIORITY_READER
 
-from extensions.log_reader import LogEntryTrigger, LogReader
-from extensions.log_report import LogReport
+from trainerlib.extensions.log_reader import LogEntryTrigger, LogReader
+from trainerlib.extensions.log_report import LogReport
 
 _METRICS_PER_BATCH, _PARAMS_PER_BATCH = 1000, 100   # MLflow's limits per log_batch
 _NOT_ALLOWED = re.compile(r'[^/\w.\- ]')

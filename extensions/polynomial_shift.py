@@ -7,7 +7,7 @@ import torch
 
 from trainerlib.triggers.interval_trigger import check_unit
 
-from extensions._shift import Attr, Shift, clamp
+from trainerlib.extensions._shift import Attr, Shift, clamp
 
 
 class PolynomialShift(Shift):

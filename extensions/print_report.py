@@ -10,8 +10,8 @@ from typing import Any, Dict, List, Sequence, TextIO, Union
 from tqdm import tqdm
 from trainerlib.extension import PRIORITY_READER
 
-from extensions.log_reader import LogEntryTrigger, LogReader
-from extensions.log_report import LogReport
+from trainerlib.extensions.log_reader import LogEntryTrigger, LogReader
+from trainerlib.extensions.log_report import LogReport
 
 
 _no_bar = contextlib.nullcontext()

@@ -20,11 +20,11 @@ A user-written writer is a :class:`Writer` subclass whose ``__call__`` calls
 ``self.save(filename, outdir, target)`` when and where it likes; a plain callable
 works too (then ``n_retains`` is refused: nothing says when its file is written).
 """
-from extensions._queue_writers import ProcessQueueWriter, QueueWriter, ThreadQueueWriter
-from extensions._snapshot import Snapshot
-from extensions._snapshot_functions import snapshot, snapshot_object
-from extensions._thread_writers import ProcessWriter, StandardWriter, ThreadWriter
-from extensions._writer import SimpleWriter, Writer, check_savefun
+from trainerlib.extensions._queue_writers import ProcessQueueWriter, QueueWriter, ThreadQueueWriter
+from trainerlib.extensions._snapshot import Snapshot
+from trainerlib.extensions._snapshot_functions import snapshot, snapshot_object
+from trainerlib.extensions._thread_writers import ProcessWriter, StandardWriter, ThreadWriter
+from trainerlib.extensions._writer import SimpleWriter, Writer, check_savefun
 
 __all__ = ['ProcessQueueWriter', 'ProcessWriter', 'QueueWriter', 'SimpleWriter', 'Snapshot',
            'StandardWriter', 'ThreadQueueWriter', 'ThreadWriter', 'Writer', 'check_savefun',

@@ -11,9 +11,9 @@ from trainerlib import triggers
 from trainerlib._state import guess_previous, load_into, state_of
 from trainerlib.extension import PRIORITY_READER, TriggerLike
 
-from extensions.log_reader import LogReader
-from extensions.log_report import LogReport
-from extensions.parameter_statistics import Modules, named_parameters
+from trainerlib.extensions.log_reader import LogReader
+from trainerlib.extensions.log_report import LogReport
+from trainerlib.extensions.parameter_statistics import Modules, named_parameters
 
 
 def summary_writer_class() -> type:

@@ -10,7 +10,7 @@ import torch
 
 from trainerlib.extension import PRIORITY_READER, Extension, TriggerLike
 
-from extensions.plot_report import new_figure, require_matplotlib, save_png
+from trainerlib.extensions.plot_report import new_figure, require_matplotlib, save_png
 
 Targets = Union[torch.nn.Module, torch.Tensor, Sequence[Union[torch.nn.Module, torch.Tensor]]]
 _COLOR = (0.122, 0.467, 0.706)  # matplotlib's C0, as Chainer

@@ -6,7 +6,7 @@ import pkgutil
 import sys
 from typing import List, Optional
 
-import recipes
+import trainerlib.recipes as recipes
 
 NOT_RECIPES = {'launcher'}
 
@@ -28,7 +28,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'error: unknown recipe {argv[0]!r}; choose one of {", ".join(available)}',
               file=sys.stderr)
         return 2
-    return importlib.import_module(f'recipes.{argv[0]}').main(argv[1:])
+    return importlib.import_module(f'trainerlib.recipes.{argv[0]}').main(argv[1:])
 
 
 if __name__ == '__main__':

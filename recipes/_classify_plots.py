@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence
 
-import extensions as E
+import trainerlib.extensions as E
 from trainerlib.commands.plot import plot_logs, read_log
 
 CURVES = ('loss', 'accuracy')

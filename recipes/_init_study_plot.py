@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from extensions.plot_report import new_figure, require_matplotlib, save_png
+from trainerlib.extensions.plot_report import new_figure, require_matplotlib, save_png
 
 COLORS = {'glorot': 'tab:blue', 'he': 'tab:red'}
 

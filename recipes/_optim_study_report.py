@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from extensions.plot_report import new_figure, require_matplotlib, save_png
-from recipes._optim_study_core import LABELS
+from trainerlib.extensions.plot_report import new_figure, require_matplotlib, save_png
+from trainerlib.recipes._optim_study_core import LABELS
 
 OSCILLATION_TEXT = (
     'across-valley backtracking: the valley floor of the Rosenbrock function is y = x^2 and '

@@ -6,7 +6,7 @@ import io
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
-from extensions.plot_report import new_figure, require_matplotlib, save_png
+from trainerlib.extensions.plot_report import new_figure, require_matplotlib, save_png
 from trainerlib.serialization import atomic_open
 
 COLORS = {'sgd': 'tab:blue', 'adagrad': 'tab:orange', 'path_sgd': 'tab:green'}

@@ -12,8 +12,8 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
-from extensions.plot_report import new_figure, require_matplotlib, save_png
-from recipes._sbn_model import SBN, held_out
+from trainerlib.extensions.plot_report import new_figure, require_matplotlib, save_png
+from trainerlib.recipes._sbn_model import SBN, held_out
 from trainerlib import reporter
 from trainerlib.extension import PRIORITY_READER, PRIORITY_WRITER, make_extension
 

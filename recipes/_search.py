@@ -32,9 +32,9 @@ from typing import Any, Dict, List, Tuple
 import torch
 import yaml
 
-from extensions.optuna_pruning import OptunaPruning, import_optuna
-from recipes._resume import previous_run
-from recipes.launcher import (SEARCH_FILE, Context, check_seeds, flat_keys, overrides_of,
+from trainerlib.extensions.optuna_pruning import OptunaPruning, import_optuna
+from trainerlib.recipes._resume import previous_run
+from trainerlib.recipes.launcher import (SEARCH_FILE, Context, check_seeds, flat_keys, overrides_of,
                               resolve_device, schema_of, write_json)
 from trainerlib.config import Choice, Nullable, load_config, save_config
 from trainerlib.errors import ConfigError, OutputDirError

@@ -7,8 +7,8 @@ from typing import Any, Callable, Tuple
 
 import torch
 
-from extensions.plot_report import new_figure, save_png
-from recipes._vae_model import VAE
+from trainerlib.extensions.plot_report import new_figure, save_png
+from trainerlib.recipes._vae_model import VAE
 
 SIDE = 28   # the images' height and width (784 pixels)
 

@@ -28,11 +28,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import extensions as E
+import trainerlib.extensions as E
 from trainerlib import Classifier, Trainer, triggers
-from recipes._classify_plots import add_curves, plot_comparison
-from recipes._resume import previous_run
-from recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
+from trainerlib.recipes._classify_plots import add_curves, plot_comparison
+from trainerlib.recipes._resume import previous_run
+from trainerlib.recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
                               schema_of, write_json)
 from trainerlib.config import Choice, Nullable, load_config
 from trainerlib.datasets import get_dataset, split_dataset_random
@@ -42,6 +42,7 @@ from trainerlib.serialization import load_snapshot
 from trainerlib.updaters import StandardUpdater
 
 NAME = 'classify'
+TRAINER_HOOK = True   # train_model hands each trainer to ctx.trainer_hook (--mlflow)
 DATA_PARALLEL = True   # runs under torchrun: train.batch_size is per rank
 MODELS = ('mlp', 'cnn')
 DEFAULTS: Dict[str, Any] = {

@@ -26,11 +26,11 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-import extensions as E
-from recipes import classify
-from recipes._dcgan_nets import Discriminator, Generator, dcgan_init, init_output_bias
-from recipes._dcgan_quality import Judge, quality_report
-from recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
+import trainerlib.extensions as E
+from trainerlib.recipes import classify
+from trainerlib.recipes._dcgan_nets import Discriminator, Generator, dcgan_init, init_output_bias
+from trainerlib.recipes._dcgan_quality import Judge, quality_report
+from trainerlib.recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
                               schema_of, torch_threads, write_json)
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice, Nullable, load_config

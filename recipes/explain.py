@@ -30,10 +30,10 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-import extensions as E
-from recipes import classify
-from recipes._explain_output import save_pictures
-from recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
+import trainerlib.extensions as E
+from trainerlib.recipes import classify
+from trainerlib.recipes._explain_output import save_pictures
+from trainerlib.recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
                               write_json)
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice, Nullable, save_config

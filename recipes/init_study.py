@@ -22,10 +22,10 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-import extensions as E
-from recipes._init_study_net import INITS, PlainMLP, signal_stats
-from recipes._init_study_plot import plot_study
-from recipes.launcher import Context, check_test_fraction, launch, torch_threads
+import trainerlib.extensions as E
+from trainerlib.recipes._init_study_net import INITS, PlainMLP, signal_stats
+from trainerlib.recipes._init_study_plot import plot_study
+from trainerlib.recipes.launcher import Context, check_test_fraction, launch, torch_threads
 from trainerlib import Classifier, Trainer, triggers
 from trainerlib.config import Choice, Nullable
 from trainerlib.datasets import TupleDataset, get_dataset

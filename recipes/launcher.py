@@ -35,7 +35,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import torch
 import yaml
 
-from recipes._resume import check_resume, previous_run
+from trainerlib.recipes._resume import check_resume, previous_run
+from trainerlib.recipes._tracking import tracking_for
 from trainerlib.cli import run_cli
 from trainerlib.config import Choice, load_config, save_config
 from trainerlib.distributed import (SingleProcessCommunicator, create_communicator,
@@ -187,6 +188,9 @@ def parse_args(recipe: ModuleType, argv: Optional[List[str]]) -> argparse.Namesp
     parser.add_argument('--search', type=int, metavar='N',
                         help='run an Optuna search until N trials finished, over the search: '
                              'section of --config (re-running the command continues it)')
+    parser.add_argument('--mlflow', nargs='?', const='', metavar='URI',
+                        help='log config, metrics, plots and summary to MLflow (default store: '
+                             'OUT/mlruns; needs pip install trainerlib[mlflow])')
     return parser.parse_args(argv)
 
 
@@ -242,6 +246,7 @@ def communicator_for(recipe: ModuleType) -> Any:
 
 def execute(recipe: ModuleType, args: argparse.Namespace) -> int:
     cfg = prepare(recipe, args)
+    tracking = tracking_for(recipe, cfg, args.out, args.mlflow)
     device = resolve_device(cfg['device']) if 'device' in cfg else torch.device('cpu')
     load_data = getattr(recipe, 'load_data', None)
     data = load_data(cfg) if load_data is not None else None
@@ -253,11 +258,15 @@ def execute(recipe: ModuleType, args: argparse.Namespace) -> int:
             _write_config(args, cfg)
         comm.barrier()                # out/ and config.yaml exist for every rank
         with _quiet_unless(comm.rank == 0):   # one terminal output: rank 0's
-            summary = recipe.run(cfg, Context(args.out, device, args.resume, data, comm))
+            hook = tracking.hook if tracking is not None else None
+            summary = recipe.run(cfg, Context(args.out, device, args.resume, data, comm,
+                                              trainer_hook=hook))
             if comm.rank == 0:
                 path = os.path.join(args.out, 'summary.json')
                 write_json(summary, path)
                 print(f'summary -> {path}')
+                if tracking is not None:
+                    tracking.log_files([path])
     finally:
         comm.finalize()
     return 0
@@ -300,7 +309,12 @@ def launch(recipe: ModuleType, argv: Optional[List[str]] = None) -> int:
              '--config/--set)')
     try:
         if searching:
-            from recipes._search import search
+            if args.mlflow is not None:
+                print('error: --mlflow cannot be combined with --search (each trial is its own '
+                      'run: track the best one with --config DIR/best/config.yaml --mlflow)',
+                      file=sys.stderr)
+                return 2
+            from trainerlib.recipes._search import search
             return run_cli(lambda: search(recipe, args), args.debug)
         return run_cli(lambda: execute(recipe, args), args.debug)
     except Preempted as stop:  # SIGTERM/SIGINT: the trainer saved a snapshot first

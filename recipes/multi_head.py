@@ -27,10 +27,10 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn as nn
 
-import extensions as E
-from extensions.plot_report import new_figure
-from recipes._multi_head_data import Composites, build_composites
-from recipes.launcher import Context, check_test_fraction, launch
+import trainerlib.extensions as E
+from trainerlib.extensions.plot_report import new_figure
+from trainerlib.recipes._multi_head_data import Composites, build_composites
+from trainerlib.recipes.launcher import Context, check_test_fraction, launch
 from trainerlib import Trainer, reporter, triggers
 from trainerlib.config import Choice, Nullable
 from trainerlib.datasets import get_dataset

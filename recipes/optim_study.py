@@ -27,12 +27,12 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-import extensions as E
-from recipes import _optim_study_report as report
-from recipes._optim_study_core import (FIRST_ORDER, LABELS, METHODS, FullBatchIterator,
+import trainerlib.extensions as E
+from trainerlib.recipes import _optim_study_report as report
+from trainerlib.recipes._optim_study_core import (FIRST_ORDER, LABELS, METHODS, FullBatchIterator,
                                        PointUpdater, RosenbrockPoint, Trajectory, budget_of,
                                        function_evaluations, make_optimizer)
-from recipes.launcher import Context, launch, torch_threads
+from trainerlib.recipes.launcher import Context, launch, torch_threads
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice
 from trainerlib.errors import ConfigError, NonFiniteError

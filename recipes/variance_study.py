@@ -28,12 +28,12 @@ from typing import Any, Dict
 
 import torch
 
-import extensions as E
-from recipes._binarized_mnist import binarized_split
-from recipes._sbn_model import SBN
-from recipes._vae_model import VAE
-from recipes._variance_study_stats import compare, draw_moments, plot
-from recipes.launcher import Context, check_test_fraction, launch, torch_threads
+import trainerlib.extensions as E
+from trainerlib.recipes._binarized_mnist import binarized_split
+from trainerlib.recipes._sbn_model import SBN
+from trainerlib.recipes._vae_model import VAE
+from trainerlib.recipes._variance_study_stats import compare, draw_moments, plot
+from trainerlib.recipes.launcher import Context, check_test_fraction, launch, torch_threads
 from trainerlib import Trainer
 from trainerlib.config import Choice, Nullable
 from trainerlib.convert import concat_examples

@@ -76,18 +76,21 @@ def test_submodule_import_paths(module, original):
 
 
 def test_no_trainerlib_module_imports_extensions():
-    """DESIGN §2: trainerlib never imports ``extensions``; only trainerlib.training refers
-    to it, and only when ``training.extensions`` is used."""
+    """DESIGN §2: the core never imports the extension library or the recipes (installed
+    as trainerlib.extensions and trainerlib.recipes, ``extensions`` and ``recipes`` in the
+    checkout); only trainerlib.training refers to it, and only when ``training.extensions``
+    is used."""
     out = run_python(
         'import importlib, json, pkgutil, sys\n'
         'import trainerlib\n'
+        'skip = ("trainerlib.training.extensions", "trainerlib.extensions", "trainerlib.recipes")\n'
         'names = [m.name for m in pkgutil.walk_packages(trainerlib.__path__, "trainerlib.")\n'
-        '         if m.name != "trainerlib.training.extensions"]\n'
+        '         if not m.name.startswith(skip)]\n'
         'for name in names:\n'
         '    importlib.import_module(name)\n'
         'import trainerlib.training\n'
-        'loaded = sorted(m for m in sys.modules\n'
-        '                if m == "extensions" or m.startswith("extensions."))\n'
+        'loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("extensions", "recipes")\n'
+        '                or m.startswith(skip[1:]))\n'
         'print(json.dumps({"modules": len(names), "loaded": loaded}))\n')
     result = json.loads(out)
     assert result['modules'] > 20 and result['loaded'] == []

@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-import extensions as E
+import trainerlib.extensions as E
 from _bench_common import LOG_EVERY, LR, Batches, make_workload
 from trainerlib import Classifier, Trainer
 from trainerlib.distributed import create_communicator

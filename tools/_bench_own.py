@@ -9,7 +9,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-import extensions as E
+import trainerlib.extensions as E
 from _bench_clock import Clock
 from _bench_common import (LOG_EVERY, LR, Batches, Contestant, Run, Settings, Workload,
                            finish)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import _bench_own
-import extensions as E
+import trainerlib.extensions as E
 from _bench_clock import Clock
 from _bench_common import LOG_EVERY, LR, Batches, Contestant, Run, Settings, Workload, finish
 from trainerlib import Classifier, Trainer

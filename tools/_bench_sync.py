@@ -16,7 +16,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-import extensions as E
+import trainerlib.extensions as E
 from _bench_common import LOG_EVERY, LR, Workload
 from trainerlib import PRIORITY_SNAPSHOT, PRIORITY_WRITER, Classifier, Trainer, make_extension
 from trainerlib.iterators import SerialIterator

@@ -20,7 +20,7 @@ from typing import List, Sequence
 
 from trainerlib.errors import TrainerlibError
 
-RECIPES_PACKAGE = 'recipes'
+RECIPES_PACKAGE = 'trainerlib.recipes'
 
 
 def recipes_package() -> ModuleType:
