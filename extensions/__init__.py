@@ -26,9 +26,10 @@ else:
     from trainerlib.extensions.print_report import PrintReport
     from trainerlib.extensions.progress_bar import ProgressBar
     from trainerlib.extensions import snapshot_writers
-    from trainerlib.extensions.snapshot_writers import (ProcessQueueWriter, ProcessWriter, QueueWriter,
-                                             SimpleWriter, Snapshot, ThreadQueueWriter,
-                                             ThreadWriter, snapshot, snapshot_object)
+    from trainerlib.extensions.snapshot_writers import (ProcessQueueWriter, ProcessWriter,
+                                                        QueueWriter, SimpleWriter, Snapshot,
+                                                        ThreadQueueWriter, ThreadWriter, snapshot,
+                                                        snapshot_object)
     from trainerlib.extensions.step_shift import StepShift
     from trainerlib.extensions.tensorboard_report import TensorBoardReport
     from trainerlib.extensions.variable_statistics_plot import VariableStatisticsPlot

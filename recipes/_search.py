@@ -35,7 +35,7 @@ import yaml
 from trainerlib.extensions.optuna_pruning import OptunaPruning, import_optuna
 from trainerlib.recipes._resume import previous_run
 from trainerlib.recipes.launcher import (SEARCH_FILE, Context, check_seeds, flat_keys, overrides_of,
-                              resolve_device, schema_of, write_json)
+                                         resolve_device, schema_of, write_json)
 from trainerlib.config import Choice, Nullable, load_config, save_config
 from trainerlib.errors import ConfigError, OutputDirError
 

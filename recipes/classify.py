@@ -32,8 +32,8 @@ import trainerlib.extensions as E
 from trainerlib import Classifier, Trainer, triggers
 from trainerlib.recipes._classify_plots import add_curves, plot_comparison
 from trainerlib.recipes._resume import previous_run
-from trainerlib.recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
-                              schema_of, write_json)
+from trainerlib.recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction,
+                                         launch, schema_of, write_json)
 from trainerlib.config import Choice, Nullable, load_config
 from trainerlib.datasets import get_dataset, split_dataset_random
 from trainerlib.errors import ConfigError, TrainerlibError

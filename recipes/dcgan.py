@@ -30,8 +30,8 @@ import trainerlib.extensions as E
 from trainerlib.recipes import classify
 from trainerlib.recipes._dcgan_nets import Discriminator, Generator, dcgan_init, init_output_bias
 from trainerlib.recipes._dcgan_quality import Judge, quality_report
-from trainerlib.recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
-                              schema_of, torch_threads, write_json)
+from trainerlib.recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction,
+                                         launch, schema_of, torch_threads, write_json)
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice, Nullable, load_config
 from trainerlib.convert import concat_examples

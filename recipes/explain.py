@@ -33,8 +33,8 @@ import torch
 import trainerlib.extensions as E
 from trainerlib.recipes import classify
 from trainerlib.recipes._explain_output import save_pictures
-from trainerlib.recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction, launch,
-                              write_json)
+from trainerlib.recipes.launcher import (Context, check_batch_norm_batch, check_test_fraction,
+                                         launch, write_json)
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice, Nullable, save_config
 from trainerlib.convert import concat_examples

@@ -30,8 +30,8 @@ import torch
 import trainerlib.extensions as E
 from trainerlib.recipes import _optim_study_report as report
 from trainerlib.recipes._optim_study_core import (FIRST_ORDER, LABELS, METHODS, FullBatchIterator,
-                                       PointUpdater, RosenbrockPoint, Trajectory, budget_of,
-                                       function_evaluations, make_optimizer)
+                                                  PointUpdater, RosenbrockPoint, Trajectory,
+                                                  budget_of, function_evaluations, make_optimizer)
 from trainerlib.recipes.launcher import Context, launch, torch_threads
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 import trainerlib.extensions as E
 from trainerlib.recipes import _path_sgd_report as report
-from trainerlib.recipes._path_sgd_nets import INITS, OPTIMIZERS, build_mlp, make_optimizer, unbalance
+from trainerlib.recipes._path_sgd_nets import (INITS, OPTIMIZERS, build_mlp, make_optimizer,
+                                               unbalance)
 from trainerlib.recipes.launcher import Context, launch, torch_threads, write_json
 from trainerlib import Classifier, Trainer, triggers
 from trainerlib.config import Choice, Nullable

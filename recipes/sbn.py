@@ -33,10 +33,10 @@ import torch
 import trainerlib.extensions as E
 from trainerlib.recipes._binarized_mnist import binarized_split, independent_bernoulli_nats
 from trainerlib.recipes._sbn_model import SBN, held_out
-from trainerlib.recipes._sbn_report import (GRAD_VAR, NELBO, PROGRESS_HEADER, held_out_extension, plot,
-                                 progress_extension, variance_extension)
-from trainerlib.recipes.launcher import (Context, check_test_fraction, launch, schema_of, torch_threads,
-                              write_json)
+from trainerlib.recipes._sbn_report import (GRAD_VAR, NELBO, PROGRESS_HEADER, held_out_extension,
+                                            plot, progress_extension, variance_extension)
+from trainerlib.recipes.launcher import (Context, check_test_fraction, launch, schema_of,
+                                         torch_threads, write_json)
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice, Nullable, load_config
 from trainerlib.errors import ConfigError, NonFiniteError, TrainerlibError

@@ -31,7 +31,8 @@ import trainerlib.extensions as E
 from trainerlib.recipes._binarized_mnist import binarized_split, independent_bernoulli_nats
 from trainerlib.recipes._vae_model import ESTIMATORS, VAE
 from trainerlib.recipes._vae_report import (FixedNoise, importance_nll, latent_means, manifold,
-                                 plot_latent, prior_sampler, reconstructions, reference_line)
+                                            plot_latent, prior_sampler, reconstructions,
+                                            reference_line)
 from trainerlib.recipes.launcher import Context, check_test_fraction, launch, torch_threads
 from trainerlib import Trainer, triggers
 from trainerlib.config import Choice, Nullable
