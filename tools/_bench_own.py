@@ -18,16 +18,19 @@ from trainerlib.iterators import DataLoaderIterator, SerialIterator
 from trainerlib.updaters import StandardUpdater
 
 
-def hand(w: Workload, n: int, s: Settings) -> Run:
-    """(a) zero_grad / forward / loss / backward / step; no ``.item()``."""
+def hand(w: Workload, n: int, s: Settings, compiled: bool = False) -> Run:
+    """(a) zero_grad / forward / loss / backward / step; no ``.item()``. ``compiled``: the
+    network's forward through ``torch.compile`` (inductor; the loss stays eager), compiled
+    once per process (a fresh model of the same network reuses the code)."""
     model = w.make_model()
+    forward = torch.compile(model) if compiled else model
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     clock = Clock(opt, n, s.period)
     batches, nb = w.batches, len(w.batches)
     for i in range(n):
         x, t = batches[i % nb]
         opt.zero_grad()
-        loss = F.cross_entropy(model(x), t)
+        loss = F.cross_entropy(forward(x), t)
         loss.backward()
         opt.step()
     return finish(clock, model)
@@ -73,20 +76,8 @@ def hand_item(w: Workload, n: int, s: Settings) -> Run:
 
 
 def hand_compiled(w: Workload, n: int, s: Settings) -> Run:
-    """(a) with the network compiled by ``torch.compile`` (inductor; the loss stays eager).
-    Compiled once per process (a fresh model of the same network reuses the code)."""
-    model = w.make_model()
-    forward = torch.compile(model)
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    clock = Clock(opt, n, s.period)
-    batches, nb = w.batches, len(w.batches)
-    for i in range(n):
-        x, t = batches[i % nb]
-        opt.zero_grad()
-        loss = F.cross_entropy(forward(x), t)
-        loss.backward()
-        opt.step()
-    return finish(clock, model)
+    """(a) with the network compiled by ``torch.compile``: :func:`hand` with ``compiled``."""
+    return hand(w, n, s, compiled=True)
 
 
 def hand_full(w: Workload, n: int, s: Settings) -> Run:
