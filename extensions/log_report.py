@@ -7,6 +7,7 @@ import math
 import os
 import time
 import warnings
+from json.encoder import encode_basestring_ascii
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from trainerlib import triggers
@@ -21,11 +22,32 @@ from trainerlib.text_writer import BackgroundTextWriter
 from trainerlib.triggers.schedule import TriggerSchedule, next_fire
 
 
+_JSON_SCALARS = {float: float.__repr__, int: int.__repr__, str: encode_basestring_ascii,
+                 bool: lambda v: 'true' if v else 'false', type(None): lambda v: 'null'}
+
+
+def _encode_flat(entry: Dict[str, Any]) -> Optional[str]:
+    """:func:`_encode` of the usual entry (string keys; finite floats, ints, strings,
+    booleans and None), as the json module writes each item, without its pure-Python
+    indenting encoder; None for any other entry."""
+    items = []
+    for key, value in entry.items():
+        write = _JSON_SCALARS.get(type(value))
+        if write is None or type(key) is not str or (type(value) is float
+                                                      and not math.isfinite(value)):
+            return None
+        items.append(f'        {encode_basestring_ascii(key)}: {write(value)}')
+    return '    {\n' + ',\n'.join(items) + '\n    }' if items else None
+
+
 def _encode(entry: Dict[str, Any]) -> str:
     """The entry as ``json.dumps(log, indent=4)`` writes it inside the list (indented
     by four more spaces; such JSON has no blank line), as strict JSON: a NaN or
     infinite value is written ``null`` and named in the entry's ``non_finite`` field
     (``{"main/loss": "nan"}``)."""
+    flat = _encode_flat(entry)
+    if flat is not None:
+        return flat
     return '    ' + json.dumps(strict_record(entry, sep='/'), indent=4,
                                allow_nan=False).replace('\n', '\n    ')
 
@@ -107,11 +129,9 @@ class LogReport(Extension):
         self._written_at = -math.inf   # time.monotonic() of the last rewrite
 
     def __call__(self, trainer) -> None:
-        observation = trainer.observation
-        if self._keys is None:
-            self._summary.add(observation)
-        else:
-            self._summary.add({k: observation[k] for k in self._keys if k in observation})
+        observation, keys = trainer.observation, self._keys
+        self._summary.add(observation if keys is None else
+                          {k: observation[k] for k in keys if k in observation})
         iteration = trainer.updater.iteration
         if iteration >= self._schedule.due and self._schedule(trainer, iteration):
             self._emit(trainer)
@@ -150,8 +170,7 @@ class LogReport(Extension):
             summary, (elapsed_time,) = allreduce_dict_summary(   # keys given: no header
                 summary, comm, keys=self._keys,
                 extras=(trainer.elapsed_time if comm.rank == 0 else 0.0,))
-        entry: Dict[str, Any] = {k: float(v) for k, v in summary.compute_mean().items()} \
-            if len(summary) else {}
+        entry: Dict[str, Any] = {k: float(v) for k, v in summary.compute_mean().items()}
         updater = trainer.updater
         entry['epoch'] = updater.epoch
         entry['iteration'] = updater.iteration

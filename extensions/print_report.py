@@ -82,6 +82,8 @@ class PrintReport(LogReader):
         self.trigger = LogEntryTrigger(self)
         self._entries = list(entries)
         self._widths = [max(10, len(key)) for key in self._entries]
+        # the usual row, every cell a number: one str.format call
+        self._number_row = ''.join(f'{{:<{w}g}}  ' for w in self._widths) + '\n'
         self._out = out
         # a progress bar is cleared and redrawn around the rows only on a terminal
         self._tty = bool(getattr(out, 'isatty', lambda: False)())
@@ -96,6 +98,10 @@ class PrintReport(LogReader):
 
     def format_row(self, entry: Dict[str, Any]) -> str:
         """One table row (with its newline) for a log entry."""
+        try:
+            return self._number_row.format(*[entry[key] for key in self._entries])
+        except (KeyError, TypeError, ValueError):   # a cell left blank, or text
+            pass
         return ''.join(_cell(entry[key], w) if key in entry else ' ' * (w + 2)
                        for key, w in zip(self._entries, self._widths)) + '\n'
 

@@ -309,6 +309,33 @@ def test_all_plain_scalars(values, plain):
         assert all(summary_module._is_scalar(v) for v in values)
 
 
+@pytest.mark.parametrize('values', [
+    [torch.tensor(v, dtype=torch.float64) for v in (1e16, 1.0, -1e16, 3.0)],   # cancellation
+    [torch.tensor(v) for v in np.random.RandomState(0).uniform(-3, 3, 50)],    # float32
+    [0.1] * 10 + [1e-3, 7],                                                    # numbers
+])
+def test_log_line_mean_of_host_scalars_is_exactly_rounded(values):
+    """0-d CPU tensors (or numbers), unit weights, nothing folded: the mean is the exactly
+    rounded sum (math.fsum) over the count, whatever the order of the values."""
+    import math
+    expected = math.fsum(map(float, values)) / len(values)
+    for order in (values, values[::-1]):
+        s = Summary()
+        for v in order:
+            s.add(v)
+        assert s.compute_mean() == expected
+
+
+@pytest.mark.parametrize('values', [
+    [torch.tensor(1.0, device='meta')],                    # off the CPU: not read on the host
+    [torch.tensor(1.0), 2.0],                              # mixed kinds
+    [torch.tensor([1.0])],                                 # not 0-d
+    [np.float32(1.0)],
+])
+def test_host_scalar_sum_leaves_the_others_to_the_device(values):
+    assert summary_module._host_scalar_sum(values) is None
+
+
 def value_stream(kind, n):
     """``n`` (value, weight) pairs of one of several kinds."""
     g = np.random.RandomState(7)

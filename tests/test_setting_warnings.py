@@ -179,6 +179,23 @@ def test_encoded_entry_is_strict_json(entry, on_disk):
     assert text == '    ' + json.dumps(on_disk, indent=4).replace('\n', '\n    ')
 
 
+@pytest.mark.parametrize('entry', [
+    {'main/loss': 0.1 + 0.2, 'epoch': 3, 'iteration': 150, 'elapsed_time': 12.000001},
+    {'x': 1e-300, 'y': -2.5e17, 'z': 0.0, 'w': -0.0, 'big': 10 ** 30},
+    {'flag': True, 'off': False, 'none': None, 'note': 'warm "up"\n\u00e9\u4e2d'},
+    {'ke\u00ff/\\y': 1},
+    {},                                       # the json module's own writer from here on
+    {1: 2.0},
+    {'nested': {'a': 1.0}, 'list': [1, 2]},
+    {'a': 1.0, 'b': NAN},
+])
+def test_encoded_entry_is_what_json_writes(entry):
+    """Every entry is written as json.dumps(strict_record(entry), indent=4) writes it,
+    the usual flat ones included (they skip the json module's indenting encoder)."""
+    expected = json.dumps(strict_record(entry, '/'), indent=4, allow_nan=False)
+    assert _encode(entry) == '    ' + expected.replace('\n', '\n    ')
+
+
 def test_log_file_with_non_finite_values_is_strict_json(tmp_path):
     values = iter([1.0, NAN, INF, -INF])
 

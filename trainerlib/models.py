@@ -23,7 +23,9 @@ def cross_entropy(y: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
     other integer dtypes are converted on the device (no sync). Floating ``t``
     (class probabilities) passes unchanged.
     """
-    return F.cross_entropy(y, _long_labels(t), **kwargs)
+    if t.dtype is not torch.int64:   # (the usual dtype: no call)
+        t = _long_labels(t)
+    return F.cross_entropy(y, t, **kwargs)
 
 
 def accuracy(y: torch.Tensor, t: torch.Tensor, ignore_label: Optional[int] = None) -> torch.Tensor:
@@ -72,7 +74,10 @@ class Classifier(torch.nn.Module):
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         key = self.label_key
-        if isinstance(key, int):
+        if key == -1 and type(key) is int and args:   # the default: the last argument
+            t = args[-1]
+            args = args[:-1]
+        elif isinstance(key, int):
             if not args:
                 raise TypeError('Classifier: no positional input to take the label from')
             k = key % len(args)   # (IndexError below if out of range, as pop)

@@ -14,6 +14,7 @@ ranks' values. With one process these return at once and nothing changes.
 from __future__ import annotations
 
 import collections
+import math
 import numbers
 import operator
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -41,6 +42,15 @@ def _stack(values: List[Any]) -> torch.Tensor:
     return stacked.to(torch.float64)
 
 
+def _stack_sum(values: List[Any]) -> torch.Tensor:
+    """``_stack(values).sum(0)``: the float64 sum of the values, the cast done inside the
+    sum (one kernel fewer, the same bits: the sum runs over the cast values either way)."""
+    try:
+        return torch.stack(values).sum(0, dtype=torch.float64)
+    except (TypeError, RuntimeError):
+        return _stack(values).sum(0)
+
+
 def _is_scalar(value: Any) -> bool:
     if type(value) is torch.Tensor:  # the usual case first: it runs for every report
         return value.ndim == 0 and value.dtype is not torch.bool
@@ -51,7 +61,22 @@ def _is_scalar(value: Any) -> bool:
 
 
 _NDIM, _DTYPE = operator.attrgetter('ndim'), operator.attrgetter('dtype')
-_TENSORS, _FLOATS = {torch.Tensor}, {float}
+_IS_CPU = operator.attrgetter('is_cpu')
+_TENSORS, _FLOATS, _NUMBERS = {torch.Tensor}, {float}, {float, int}
+
+
+def _host_scalar_sum(values: List[Any]) -> Optional[float]:
+    """The float64 sum of ``values``, correctly rounded (``math.fsum``), when they are all
+    0-d CPU tensors or all Python numbers: reading them waits for no device, and a
+    log line's mean then costs no tensor operation. None otherwise (tensors on an
+    accelerator, mixed kinds): the caller reduces them on their device."""
+    types = set(map(type, values))
+    if types == _TENSORS:
+        if not all(map(_IS_CPU, values)) or any(map(_NDIM, values)):
+            return None
+    elif not types <= _NUMBERS:
+        return None
+    return math.fsum(map(float, values))
 
 
 def _all_plain_scalars(values: List[Any]) -> bool:
@@ -97,6 +122,8 @@ class Summary:
     def _pending(self, squares: bool = True) -> Tuple[torch.Tensor, Any, Any]:
         """``(sum w*x, sum w*x*x, sum w)`` of the pending values (the second only if
         ``squares``; the third a Python number for unit weights)."""
+        if self._unit_weights and not squares:   # a log line's mean: the sum only
+            return _stack_sum(self._values), None, float(len(self._values))
         x = _stack(self._values)
         if self._unit_weights:  # no weight tensor, no multiplications
             return x.sum(0), ((x * x).sum(0) if squares else None), float(len(self._values))
@@ -154,11 +181,17 @@ class Summary:
         """Weighted mean: a float for scalars, a float64 CPU tensor otherwise.
 
         Pending values are reduced without squaring them (a log line needs only
-        the mean); the summary itself is left unchanged.
+        the mean); the summary itself is left unchanged. Unit-weighted scalars not yet
+        folded that are all on the CPU (or numbers) are summed on the host, exactly
+        rounded (``math.fsum``); others in float64 on their device.
         """
         self._check_not_empty()
         if not self._values:
             return _to_python(self._x / self._n)
+        if self._x is None and self._unit_weights:   # the usual log line
+            total = _host_scalar_sum(self._values)
+            if total is not None:
+                return total / len(self._values)
         x, _, n = self._pending(squares=False)
         if self._x is not None:
             x, n = self._x + x.to(self._x.device), self._n + _to(n, self._x.device)
@@ -209,6 +242,22 @@ def _to_python(t: torch.Tensor) -> Any:
     return t.item() if t.dim() == 0 else t
 
 
+def _columns(rows: List[Dict[str, Any]]) -> Dict[str, List[Any]]:
+    """Key -> the values of ``rows`` under it, in row order; keys in first-seen order."""
+    first = rows[0]
+    size = len(first)
+    if all(len(row) == size for row in rows):   # the usual case: every row has the same keys
+        try:
+            return {key: [row[key] for row in rows] for key in first}
+        except KeyError:   # as many keys, not the same ones
+            pass
+    columns: Dict[str, List[Any]] = collections.defaultdict(list)
+    for row in rows:
+        for key, value in row.items():
+            columns[key].append(value)
+    return columns
+
+
 class DictSummary:
     """A :class:`Summary` per key of added dicts; non-scalar values are skipped.
 
@@ -232,10 +281,9 @@ class DictSummary:
 
     def _absorb(self) -> None:
         added, self._added = self._added, []
-        columns: Dict[str, List[Any]] = collections.defaultdict(list)
-        for d in added:
-            for key, value in d.items():
-                columns[key].append(value)
+        if not added:
+            return
+        columns = _columns(added)
         summaries = self._summaries
         for key, values in columns.items():
             if _all_plain_scalars(values):   # the usual case: no weights, no checks

@@ -129,7 +129,8 @@ class DataLoaderIterator(Iterator):
             if not self.repeat and self.epoch > 0:
                 raise StopIteration
             self._start_epoch()
-        self._previous_epoch_detail = self.epoch_detail
+        # (epoch_detail, computed here: this runs every iteration)
+        self._previous_epoch_detail = self.epoch + self.current_position / self._epoch_size
         batch = next(self._it)
         self.current_position += 1
         self.is_new_epoch = self.current_position == self._epoch_size

@@ -24,6 +24,13 @@ def call_with(fn: Callable, batch: Any) -> Any:
     return fn(batch)
 
 
+def _check_loss(loss: Any) -> None:
+    """Raise unless ``loss`` is a scalar tensor (a subclass of Tensor included)."""
+    if not isinstance(loss, torch.Tensor) or loss.ndim:
+        raise TypeError('the loss function must return a scalar tensor, got '
+                        f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
+
+
 def compile_options(value: Any) -> Optional[Dict[str, Any]]:
     """The ``torch.compile`` keyword arguments of ``compile=`` (None: do not compile)."""
     if value is False:
@@ -119,6 +126,7 @@ class StandardUpdater(Updater):
             else:
                 self._compiled_loss_func = compiled(loss_func, options)
         self._resolve_forward()
+        self._own_loss = type(self)._loss is StandardUpdater._loss
 
     def _resolve_forward(self) -> None:
         """Fix what the step calls (no per-iteration lookup): the loss function (compiled
@@ -151,7 +159,16 @@ class StandardUpdater(Updater):
         if self.accumulate == 1 and self.amp.dtype is None and \
                 self.clip_grad_norm is None and self.clip_grad_value is None:
             # the plain step, without the pass-throughs (every call counts on small models)
-            self._loss(next(self._iterators['main'])).backward()
+            batch = next(self._iterators['main'])
+            if self._own_loss:   # _loss, inlined
+                batch = self.converter(batch, self.device)
+                loss = self._loss_call(*batch) if type(batch) is tuple else \
+                    call_with(self._loss_call, batch)
+                if type(loss) is not torch.Tensor or loss.ndim:
+                    _check_loss(loss)
+            else:   # a subclass's own _loss
+                loss = self._loss(batch)
+            loss.backward()
             optimizer.step()
             return
         if self.accumulate == 1:
@@ -166,9 +183,8 @@ class StandardUpdater(Updater):
     def _loss(self, batch: Any) -> torch.Tensor:
         """Convert ``batch`` and compute the loss (a scalar tensor) from it."""
         loss = call_with(self._loss_call, self.converter(batch, self.device))
-        if not isinstance(loss, torch.Tensor) or loss.ndim:
-            raise TypeError('the loss function must return a scalar tensor, got '
-                            f'{type(loss).__name__}{tuple(getattr(loss, "shape", ()))}')
+        if type(loss) is not torch.Tensor or loss.ndim:
+            _check_loss(loss)
         return loss
 
     def _forward_backward(self, batch: Any, scale: float) -> None:
